@@ -4,6 +4,10 @@ Parameters of one param group that share (manifold, point shape, dtype, device) 
 concatenated along a flattened batch dimension, so every manifold verb runs once per
 stack instead of once per parameter. A manifold's verbs are batched over leading
 dimensions, which is what makes this exact.
+
+Half-precision parameters (bfloat16, float16) are gathered in float32: the geometry
+(projections, retractions, SHAKE) is computed in float32 and the result is rounded
+once, when it is copied back into the parameter.
 """
 
 from __future__ import annotations
@@ -69,8 +73,9 @@ class Stack:
     """Parameters of one group sharing (manifold, point shape, dtype, device).
 
     ``gather`` concatenates per-parameter tensors into one tensor of shape
-    ``(N, *point_shape)``; ``scatter`` splits such a tensor back into views shaped
-    like the parameters.
+    ``(N, *point_shape)`` in :attr:`compute_dtype`; ``scatter`` splits such a tensor
+    back into views shaped like the parameters (still in ``compute_dtype``: copying
+    them into the parameters rounds them to the parameters' dtype).
     """
 
     manifold: Manifold
@@ -82,15 +87,26 @@ class Stack:
         nd = self.manifold.ndim
         return tuple(self.params[0].shape[len(self.params[0].shape) - nd :]) if nd else ()
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """float32 for half-precision parameters, else the parameters' dtype."""
+        dtype = self.params[0].dtype
+        return torch.float32 if dtype in _HALF else dtype
+
     def gather(self, tensors: Sequence[Tensor]) -> Tensor:
+        dtype = self.compute_dtype
         flat = [t.detach().reshape(-1, *self.point_shape) for t in tensors]
-        return flat[0] if len(flat) == 1 else torch.cat(flat)
+        out = flat[0] if len(flat) == 1 else torch.cat(flat)
+        return out if out.dtype == dtype else out.to(dtype)
 
     def scatter(self, stacked: Tensor) -> list[Tensor]:
         if len(self.params) == 1:
             return [stacked.view_as(self.params[0])]
         sizes = [p.numel() // max(1, _prod(self.point_shape)) for p in self.params]
         return [s.view_as(p) for s, p in zip(stacked.split(sizes), self.params, strict=True)]
+
+
+_HALF = (torch.bfloat16, torch.float16)
 
 
 def _prod(shape: Iterable[int]) -> int:
