@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from doc_examples import run_python_blocks
 from torch import nn
 
 import geodyn
@@ -305,3 +306,15 @@ def test_coupled_dims() -> None:
     assert coupled_dims(geodyn.Sphere(), 3) == (2,)
     assert coupled_dims(geodyn.Euclidean(), 2) == ()
     assert coupled_dims(_RowOblique(), 2) == (1,)
+
+
+def test_docs_example_trains_on_a_one_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    page = Path(__file__).resolve().parents[1] / "docs" / "distributed.md"
+    train = run_python_blocks(page)["train"]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    model = train(0, 1, steps=5)
+    assert not dist.is_initialized()
+    res = geodyn.residuals(model)
+    assert set(res) == {"0.weight", "2.weight"}
+    assert max(res.values()) < 1e-5  # float32 check_point tolerance
