@@ -49,7 +49,15 @@ class OptimizerWrapper(Optimizer):
         """Restore what :meth:`method_state` returned (subclasses override)."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"base": self.optimizer.state_dict(), "method": self.method_state()}
+        """``{"base": ..., "method": ...}`` of plain tensors and containers only.
+
+        A param group's ``"manifold"`` (an object, which ``torch.load(weights_only=True)``
+        refuses) is left out: :meth:`load_state_dict` keeps the loading optimizer's own.
+        """
+        base = self.optimizer.state_dict()
+        for group in base["param_groups"]:
+            group.pop("manifold", None)
+        return {"base": base, "method": self.method_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if set(state_dict) != {"base", "method"}:
@@ -57,10 +65,17 @@ class OptimizerWrapper(Optimizer):
                 f"state_dict of {type(self).__name__} must have keys 'base' and 'method' "
                 f"(from {type(self).__name__}.state_dict()), got {sorted(state_dict)}"
             )
+        manifolds = {
+            i: group["manifold"]
+            for i, group in enumerate(self.optimizer.param_groups)
+            if "manifold" in group
+        }
         self.load_method_state(state_dict["method"])
         self.optimizer.load_state_dict(state_dict["base"])
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
+        for i, manifold in manifolds.items():
+            self.param_groups[i].setdefault("manifold", manifold)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.optimizer!r})"

@@ -99,8 +99,12 @@ def _frozen(weight: Tensor, radii: Tensor, per: Per) -> Manifold:
 
 
 def _radii(manifold: Manifold) -> Tensor:
+    """The frozen norms; a Python float radius (``per="layer"``) kept exactly, in float64."""
     base = manifold.base if isinstance(manifold, Reshaped) else manifold
-    return torch.as_tensor(base.radius).reshape(-1).clone()
+    radius = base.radius
+    if not isinstance(radius, Tensor):
+        radius = torch.tensor(float(radius), dtype=torch.float64)
+    return radius.reshape(-1).clone()
 
 
 class Lawn(OptimizerWrapper):
@@ -191,12 +195,6 @@ class Lawn(OptimizerWrapper):
         return loss
 
     # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Any]:
-        base = self.optimizer.state_dict()
-        for group in base["param_groups"]:
-            group.pop("manifold", None)  # rebuilt from the radii: plain tensors only
-        return {"base": base, "method": self.method_state()}
-
     def method_state(self) -> dict[str, Any]:
         return {"steps": self.steps, "switched": self.switched, "radii": self.radii}
 

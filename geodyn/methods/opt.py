@@ -209,6 +209,27 @@ class OPT(nn.Module):
         if optimizer is not None:
             optimizer.state.pop(self.rotation, None)
 
+    # ------------------------------------------------------------------ checkpoints
+    def get_extra_state(self) -> dict[str, Tensor]:
+        """The coordinate generator's state (stochastic OPT with a ``generator``), so that
+        ``state_dict`` resumes the episodes' draws; empty otherwise."""
+        if not self.stochastic or self.generator is None:
+            return {}
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        saved = state.get("generator")
+        mine = self.stochastic and self.generator is not None
+        if (saved is not None) != mine:
+            raise ValueError(
+                "the state_dict and this OPT layer disagree on the coordinate generator: "
+                "build the layer as the saved one was (stochastic=True with a generator "
+                "saves the generator's state; without one, nothing)"
+            )
+        if saved is not None:
+            self.generator.set_state(saved)  # type: ignore[union-attr]
+
     def extra_repr(self) -> str:
         k = self.rotation.shape[0]
         mode = f", stochastic, subset_size={k}" if self.stochastic else ""
