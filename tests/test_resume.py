@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from doc_examples import run_python_blocks
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LRScheduler, StepLR
@@ -407,7 +408,14 @@ def test_opt_layer_refuses_a_checkpoint_without_its_generator():
         apply_opt(mlp(0), stochastic=True).load_state_dict(saved)
 
 
-# ---------------------------------------------------------------------------- the example
+# ---------------------------------------------------------------------------- docs, example
+def test_docs_page_example_resumes_identically():
+    namespace = run_python_blocks(ROOT / "docs" / "checkpoints.md")
+    straight, resumed = namespace["straight"][0], namespace["model"]
+    assert all(torch.equal(p, q) for p, q in zip(
+        straight.parameters(), resumed.parameters(), strict=True))
+
+
 def test_checkpoint_example_runs_and_resumes_identically(capsys):
     runpy.run_path(str(ROOT / "examples" / "checkpoint.py"), run_name="__main__")
     out = capsys.readouterr().out
