@@ -191,12 +191,6 @@ def constrained_reference(opt, manifold, x, grad):
     return x_new, state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="integrators do not turn autocast off around the geometry yet: inside "
-    "torch.autocast, Stiefel's matmuls run in bfloat16 and SHAKE cannot reach its "
-    "float32 tolerance (ConvergenceError)",
-)
 @pytest.mark.parametrize("iname", list(INTEGRATORS))
 def test_step_inside_autocast_equals_step_outside(iname):
     manifold, shape, _ = MANIFOLDS["Stiefel"]

@@ -11,7 +11,6 @@ data generator's state must then equal the straight run's exactly (``torch.equal
 from __future__ import annotations
 
 import contextlib
-import pickle
 import runpy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -391,12 +390,6 @@ def constrained_over_groups(seed: int) -> Run:
                data_generator(seed))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pickle.UnpicklingError,
-    reason="an integrator's state_dict still holds its param groups' manifold objects, "
-    "which torch.load(weights_only=True) refuses (see docs/checkpoints.md)",
-)
 @pytest.mark.parametrize("build", [splitting_over_groups, constrained_over_groups])
 def test_integrators_with_group_manifolds_resume(build, tmp_path):
     check_resume(build, 5, tmp_path)

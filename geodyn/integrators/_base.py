@@ -6,6 +6,7 @@ parameter succeeded).
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -17,6 +18,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..manifolds import ConvergenceError
+from ..manifolds.base import all_finite
 from ._stacks import Stack
 
 __all__ = ["GeometricOptimizer", "NonFiniteError", "Proposal"]
@@ -40,13 +42,22 @@ class Proposal:
 
 def check_finite(stack: Stack, t: Tensor, what: str) -> None:
     """Raise :class:`NonFiniteError` naming ``what`` if ``t`` has NaN or Inf entries."""
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         shapes = ", ".join(str(tuple(p.shape)) for p in stack.params)
         raise NonFiniteError(
             f"{what} of the parameter(s) of shape {shapes} on {stack.manifold!r} has NaN or "
             "Inf entries; lower the learning rate or check the loss "
             "(nonfinite='skip' skips such steps)"
         )
+
+
+def no_autocast() -> contextlib.ExitStack:
+    """Autocast off (CPU, CUDA) while a step's geometry runs in the stack's compute dtype."""
+    stack = contextlib.ExitStack()
+    for device in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device):
+            stack.enter_context(torch.autocast(device, enabled=False))
+    return stack
 
 
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
@@ -124,6 +135,8 @@ class GeometricOptimizer(Optimizer, abc.ABC):
     def state_dict(self) -> dict[str, Any]:
         """Torch's optimizer state plus ``"generator"``: the noise generator's state."""
         out = super().state_dict()
+        for group in out["param_groups"]:
+            group.pop("manifold", None)  # an object: torch.load(weights_only=True) refuses it
         out["generator"] = self.generator.get_state()
         return out
 
@@ -131,7 +144,10 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         """Restore parameters' state, param groups and the noise generator."""
         state_dict = dict(state_dict)
         generator_state = state_dict.pop("generator", None)
+        manifolds = [group["manifold"] for group in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, manifold in zip(self.param_groups, manifolds, strict=True):
+            group.setdefault("manifold", manifold)
         if generator_state is not None:
             self.generator.set_state(generator_state)
 
@@ -166,9 +182,10 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         """Run ``propose``; commit its values if it succeeded, else apply the fault policy."""
         generator_state = self.generator.get_state()
         try:
-            proposals = propose()
+            with no_autocast():
+                proposals = propose()
             outputs = [t for pr in proposals for t in (pr.x, *pr.state.values())]
-            if outputs and not bool(torch.stack([torch.isfinite(t).all() for t in outputs]).all()):
+            if not all_finite(*outputs):
                 for pr in proposals:
                     check_finite(pr.stack, pr.x, "the new value")
                     for key, t in pr.state.items():

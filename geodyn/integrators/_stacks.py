@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .. import manifolds
 from ..manifolds import Euclidean, Manifold
+from ._sharding import check_unsharded
 
 __all__ = ["Stack", "declared_manifold", "manifold_of", "stacks"]
 
@@ -52,8 +53,8 @@ def declared_manifold(param: Tensor, group: dict[str, Any]) -> Manifold | None:
     Returns ``None`` for a parameter with no declared constraint.
     """
     manifold = group.get("manifold")
-    if manifold is None and isinstance(param, geoopt.ManifoldParameter):
-        manifold = param.manifold
+    if manifold is None:  # getattr, not isinstance: dynamo hides the subclass of params
+        manifold = getattr(param, "manifold", None)
     return None if manifold is None else _as_geodyn(manifold)
 
 
@@ -137,6 +138,7 @@ def stacks(
             if manifold is None:
                 continue
             manifold.check_shape(tuple(p.shape), "parameter")
+            check_unsharded(p, manifold)
             nd = manifold.ndim
             point = tuple(p.shape[p.dim() - nd :]) if nd else ()
             k = (manifold, point, p.dtype, p.device, key(p))

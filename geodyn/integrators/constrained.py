@@ -24,7 +24,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..manifolds import ConvergenceError
-from ._base import NonFiniteError, check_finite
+from ..manifolds.base import all_finite
+from ._base import NonFiniteError, check_finite, no_autocast
 from ._stacks import Stack, declared_manifold, stacks
 
 __all__ = ["TANGENT_STATE_KEYS", "Constrained"]
@@ -84,14 +85,20 @@ class Constrained(Optimizer):
         return f"Constrained({self.base!r}, put_back={self.put_back!r})"
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict."""
-        return self.base.state_dict()
+        """The base optimizer's state dict, without the groups' manifolds (objects)."""
+        out = self.base.state_dict()
+        for group in out["param_groups"]:
+            group.pop("manifold", None)
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load into the base optimizer."""
+        manifolds = {i: g["manifold"] for i, g in enumerate(self.param_groups) if "manifold" in g}
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
+        for i, manifold in manifolds.items():
+            self.param_groups[i].setdefault("manifold", manifold)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
@@ -116,7 +123,8 @@ class Constrained(Optimizer):
         saved_x = [p.detach().clone() for p in params]
         saved_state = {p: _clone_state(self.state[p]) for p in params if p in self.state}
         try:
-            self._step(params)
+            with no_autocast():
+                self._step(params)
         except (NonFiniteError, ConvergenceError) as err:
             for p, x in zip(params, saved_x, strict=True):
                 p.data.copy_(x)
@@ -135,13 +143,13 @@ class Constrained(Optimizer):
         return loss
 
     def _step(self, params: list[Tensor]) -> None:
-        for p in params:
-            if not bool(torch.isfinite(p.grad).all()):
-                raise NonFiniteError(
-                    f"the gradient of a parameter of shape {tuple(p.shape)} has NaN or Inf "
-                    "entries; lower the learning rate or check the loss "
-                    "(nonfinite='skip' skips such steps)"
-                )
+        if not all_finite(*(p.grad for p in params)):  # type: ignore[misc]
+            bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))  # type: ignore[arg-type]
+            raise NonFiniteError(
+                f"the gradient of a parameter of shape {tuple(bad.shape)} has NaN or Inf "
+                "entries; lower the learning rate or check the loss "
+                "(nonfinite='skip' skips such steps)"
+            )
 
         def select(p: Tensor, group: dict[str, Any]) -> Any:
             return None if p.grad is None else declared_manifold(p, group)

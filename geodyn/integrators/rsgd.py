@@ -89,16 +89,17 @@ class RiemannianSGD(GeometricOptimizer):
             x = stack.gather(stack.params)
             g = stack.gather([p.grad for p in stack.params])  # type: ignore[misc]
             check_finite(stack, g, "the gradient")
-            d = manifold.proj_tangent(x, g + wd * x if wd else g)
+            d = manifold.proj_tangent(x, torch.add(g, x, alpha=wd) if wd else g)
             if mu == 0:
-                proposals.append(Proposal(stack, manifold.retract(x, -group["lr"] * d)))
+                proposals.append(Proposal(stack, manifold.retract(x, torch.mul(d, -group["lr"]))))
                 continue
             if has_buffer(stack.params[0]):
                 old = stack.gather([self.state[p]["momentum_buffer"] for p in stack.params])
-                buf = mu * old + (1 - group["dampening"]) * d
+                damp = group["dampening"]
+                buf = torch.mul(old, mu).add_(d, alpha=1 - damp) if damp else d.add(old, alpha=mu)
             else:
-                buf = d.clone()
-            u = d + mu * buf if group["nesterov"] else buf
-            x_new, buf_new = manifold.retr_transp(x, -group["lr"] * u, buf)
+                buf = d
+            u = torch.add(d, buf, alpha=mu) if group["nesterov"] else buf
+            x_new, buf_new = manifold.retr_transp(x, torch.mul(u, -group["lr"]), buf)
             proposals.append(Proposal(stack, x_new, {"momentum_buffer": buf_new}))
         return proposals

@@ -217,20 +217,21 @@ class Splitting(GeometricOptimizer):
         group, manifold = phase.stack.group, phase.stack.manifold
         h = group["lr"] * fraction
         if letter == "B":
-            phase.p = manifold.rattle(phase.x, phase.p - h * phase.g)
+            phase.p = manifold.rattle(phase.x, torch.add(phase.p, phase.g, alpha=-h))
         elif letter == "A":
             drift = group["drift"]
             if drift == "auto":
                 drift = "retract" if manifold.geodesic_drift else "shake"
             if drift == "retract":
-                x_new, p = manifold.retr_transp(phase.x, h * phase.p, phase.p)
+                x_new, p = manifold.retr_transp(phase.x, torch.mul(phase.p, h), phase.p)
             else:
-                x_new = manifold.shake(phase.x, phase.x + h * phase.p)
-                p = (x_new - phase.x) / h
+                x_new = manifold.shake(phase.x, torch.add(phase.x, phase.p, alpha=h))
+                p = torch.sub(x_new, phase.x).div_(h)
             phase.x, phase.p = x_new, manifold.rattle(x_new, p)
         elif letter == "O":
             c = math.exp(-group["gamma"] * h)
-            phase.p = c * phase.p
             if group["tau"] > 0:
                 xi = manifold.proj_tangent(phase.x, self.normal_like(phase.x))
-                phase.p = phase.p + math.sqrt((1 - c * c) * group["tau"]) * xi
+                phase.p = xi.mul_(math.sqrt((1 - c * c) * group["tau"])).add_(phase.p, alpha=c)
+            else:
+                phase.p = torch.mul(phase.p, c)

@@ -22,7 +22,7 @@ import geoopt
 import torch
 from torch import Tensor
 
-__all__ = ["ConvergenceError", "Manifold", "default_atol"]
+__all__ = ["ConvergenceError", "Manifold", "all_finite", "default_atol"]
 
 _ATOL = {
     torch.float64: 1e-10,
@@ -35,6 +35,19 @@ _ATOL = {
 def default_atol(dtype: torch.dtype) -> float:
     """Tolerance on the constraint residual below which a point counts as on M."""
     return _ATOL.get(dtype, 1e-5)
+
+
+def all_finite(*tensors: Tensor) -> bool:
+    """Whether every entry of every tensor is finite.
+
+    One sum per tensor (a NaN or Inf entry makes the sum non-finite) and one
+    host sync; the entrywise test runs only when a sum is not finite, which a
+    sum of large finite entries can also be (overflow).
+    """
+    sums = [t.sum() for t in tensors if t.numel()]
+    if not sums or bool(torch.isfinite(torch.stack(sums)).all()):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class ConvergenceError(RuntimeError):
@@ -143,7 +156,7 @@ class Manifold(geoopt.Manifold):
         reason = self.shape_error(tuple(x.shape), "x")
         if reason is not None:
             return False, reason
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             return False, f"x has non-finite entries; {self.name} needs finite values"
         tol = default_atol(x.dtype) if atol is None else atol
         res = float(self.residual(x))
@@ -169,7 +182,7 @@ class Manifold(geoopt.Manifold):
 
     def check_finite(self, x: Tensor, name: str) -> None:
         """Raise ``ValueError`` naming ``name`` if ``x`` has NaN or Inf entries."""
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite(x):
             raise ValueError(
                 f"{name} has NaN or Inf entries; {self.name} needs finite input "
                 "(check the learning rate and the data)"

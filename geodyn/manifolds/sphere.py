@@ -44,6 +44,7 @@ class Oblique(Manifold):
             raise ValueError(f"dim must be -1 (rows) or -2 (columns), got {dim}")
         self.radius = _check_radius(radius)
         self.dim = dim
+        self.coupled_dims = (dim,)  # a point's entries couple along this axis only
         self.symmetries = ("orthogonal_last",) if dim == -1 else ("orthogonal_first",)
 
     def _params(self) -> tuple[float, ...]:
@@ -69,19 +70,22 @@ class Oblique(Manifold):
             )
         return x * (self.radius / norm)
 
+    def _sqnorm(self, x: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(x, dim=self.dim, keepdim=True).square()
+
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
-        return v - x * (self._dot(x, v) / self._dot(x, x))
+        return torch.addcmul(v, x, self._dot(x, v) / self._sqnorm(x), value=-1)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
-        return y * (self.radius / y.norm(dim=self.dim, keepdim=True))
+        return y.mul_(self.radius / y.norm(dim=self.dim, keepdim=True))
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """Exact geodesic: cos(|u|/r) x + r sin(|u|/r) u/|u| (x on M, u tangent)."""
         norm_u = u.norm(dim=self.dim, keepdim=True)
         theta = norm_u / self.radius
         scale = torch.where(norm_u > 0, torch.sin(theta) / theta.clamp_min(1e-300), 1.0)
-        return torch.cos(theta) * x + scale * u
+        return torch.mul(x, torch.cos(theta)).addcmul_(u, scale)
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if not self.geodesic_drift:
@@ -91,14 +95,15 @@ class Oblique(Manifold):
 
     def _transp_geodesic(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """Parallel transport of v along the great circle through x with velocity u."""
+        # v + <e, v> ((cos(theta) - 1) e - sin(theta) x / r) with e = u / |u|, theta = |u| / r
         r = self.radius
         norm_u = u.norm(dim=self.dim, keepdim=True)
         theta = norm_u / r
-        e = torch.where(norm_u > 0, u / norm_u.clamp_min(1e-300), torch.zeros_like(u))
-        xhat = x / r
-        a = self._dot(e, v)
-        rotated = (torch.cos(theta) - 1) * e - torch.sin(theta) * xhat
-        return v + a * rotated
+        inv = torch.where(norm_u > 0, 1 / norm_u.clamp_min(1e-300), 0.0)
+        a = self._dot(u, v) * inv
+        along_u = a * (torch.cos(theta) - 1) * inv
+        along_x = -a * torch.sin(theta) / r
+        return torch.addcmul(v, u, along_u).addcmul_(x, along_x)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         a = self._dot(x, x)
@@ -115,7 +120,7 @@ class Oblique(Manifold):
             )
         # root nearest zero, written without cancellation: lambda = -d / (b + sqrt(disc))
         lam = -d / (b + disc.sqrt())
-        return y + lam * x
+        return torch.addcmul(y, x, lam)
 
     def random_point(
         self,
