@@ -296,7 +296,8 @@ class Implicit(Manifold):
             raise ValueError(
                 f"{self.name}: {what} has NaN or Inf entries at a finite x; c must be finite "
                 "and differentiable on and near M (e.g. guard sqrt and division at 0, or pass "
-                "points away from that set)"
+                "points away from that set); if x is huge, c overflowed: after a step, reduce "
+                "the step size lr"
             )
 
     def _solver(self, jac: Tensor, where: str) -> NormalSolver:
@@ -355,7 +356,7 @@ class Implicit(Manifold):
         for iteration in range(self.project_maxiter + 1):
             values, jac = self._values_and_jacobian(z.reshape(xb.shape))
             residual = float(values.abs().max()) if values.numel() else 0.0
-            z = z - self._solver(jac, "a Gauss-Newton iterate of project").min_norm_step(values)
+            z = z - self._solver(jac, "a Gauss-Newton iterate of project(x)").min_norm_step(values)
             # the last step is taken even on success: it squares the residual
             if residual <= tol:
                 return z.reshape(x.shape)
@@ -363,8 +364,8 @@ class Implicit(Manifold):
                 break
         raise ConvergenceError(
             f"{self.name}.project: Gauss-Newton missed project_tol {tol:.1e}; x may be far "
-            "from M or near where the constraints degenerate: start closer to M, or raise "
-            "project_maxiter",
+            "from M or near where the constraints degenerate: start closer to M (after a "
+            "step: reduce the step size lr), or raise project_maxiter",
             residual=residual,
             iterations=iteration,
         )

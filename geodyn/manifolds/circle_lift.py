@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .norm_ball import scaled_norm
 from .sphere import Sphere
 
 __all__ = ["CircleLift"]
@@ -46,9 +47,17 @@ class CircleLift(Sphere):
         return z[..., 0]
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
-        """The rotation exp_x(P_x v), renormalised to radius r."""
-        y = self.expmap(x, self.proj_tangent(x, v))
-        return y * (self.radius / y.norm(dim=-1, keepdim=True))
+        """The rotation exp_x(u) = cos(|u|/r) x + r sin(|u|/r) u/|u|, u = P_x v, renormalised.
+
+        |u| is taken as m |u/m| (m = max |u_i|), so a huge step still rotates x
+        instead of overflowing to a NaN.
+        """
+        u = self.proj_tangent(x, v)
+        norm_u = scaled_norm(u)
+        theta = norm_u / self.radius
+        e = torch.where(norm_u > 0, u / norm_u.clamp_min(torch.finfo(u.dtype).tiny), 0.0)
+        y = torch.cos(theta) * x + self.radius * torch.sin(theta) * e
+        return y * (self.radius / scaled_norm(y))
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Rotate x by u and carry v along the same rotation."""

@@ -81,7 +81,10 @@ class LpSphere(Manifold):
         return (self.p, self.radius, self.shake_tol, self.shake_maxiter)
 
     def _norm_p(self, x: Tensor) -> Tensor:
-        return x.abs().pow(self.p).sum(dim=-1, keepdim=True).pow(1 / self.p)
+        """||x||_p = m ||x / m||_p with m = max |x_i|, free of overflow and underflow in |x|^p."""
+        m = x.abs().amax(dim=-1, keepdim=True)
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        return m * (x.abs() / m).pow(self.p).sum(dim=-1, keepdim=True).pow(1 / self.p)
 
     def normal(self, x: Tensor) -> Tensor:
         """n(x) = sign(x) |x|^(p-1), the gradient of ||x||_p^p / p."""
@@ -145,7 +148,7 @@ class LpSphere(Manifold):
                 iterations=200,
             )
         _, t, _ = others(s)
-        y = _signum(x) * torch.where(top, s, t) * scale
+        y = _signum(x) * torch.where(top, s, t)  # the nearest point over scale
         return y * (self.radius / self._norm_p(y))
 
     def _coordinates(self, a: Tensor, m: Tensor, s: Tensor) -> Tensor:

@@ -17,7 +17,14 @@ from torch import Tensor
 from .base import ConvergenceError, Manifold, default_atol
 from .sphere import _check_radius
 
-__all__ = ["NormBall"]
+__all__ = ["NormBall", "scaled_norm"]
+
+
+def scaled_norm(x: Tensor) -> Tensor:
+    """|x| over the last dimension as m |x / m|, m = max |x_i|: no overflow or underflow in x^2."""
+    m = x.abs().amax(dim=-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return m * (x / m).norm(dim=-1, keepdim=True)
 
 
 class NormBall(Manifold):
@@ -63,8 +70,7 @@ class NormBall(Manifold):
         """The radial clip x min(1, r/|x|): the nearest point of the ball."""
         self.check_shape(tuple(x.shape), "x")
         self.check_finite(x, "x")
-        norm = x.norm(dim=-1, keepdim=True)
-        return x * (self.radius / norm).clamp(max=1.0)
+        return x * (self.radius / scaled_norm(x)).clamp(max=1.0)
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """v inside; at the boundary, v minus its outward normal component (the cone)."""
@@ -73,16 +79,23 @@ class NormBall(Manifold):
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
-        return y * (self.radius / y.norm(dim=-1, keepdim=True)).clamp(max=1.0)
+        return y * (self.radius / scaled_norm(y)).clamp(max=1.0)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
-        """y if |y| <= r, else the root nearest zero of |y + lambda x| = r."""
+        """y if |y| <= r, else the root nearest zero of |y + lambda x| = r.
+
+        With a = |x|^2, b = <x, y>, d = |y|^2 - r^2, the roots are (-b +- sqrt(disc)) / a,
+        disc = b^2 - a d = a (r^2 - |y_perp|^2) (y_perp: y orthogonal to x, the form without
+        cancellation); the one nearest zero is -d / (b + sign(b) sqrt(disc)). The result
+        is rescaled onto |.| = r, which only removes the rounding of y + lambda x.
+        """
         a = (x * x).sum(-1, keepdim=True)
         b = (x * y).sum(-1, keepdim=True)
         d = (y * y).sum(-1, keepdim=True) - self.radius**2
         outside = d > 0
-        disc = b * b - a * d
-        if bool((outside & (disc < 0)).any()):
+        y_perp = y - x * (b / a)
+        disc = a * (self.radius**2 - (y_perp * y_perp).sum(-1, keepdim=True))
+        if bool((outside & ~(disc >= 0)).any()):  # NaN: |y|^2 overflowed
             worst = float(torch.where(outside, -disc / a.square(), 0.0).clamp(min=0).max())
             raise ConvergenceError(
                 f"{self.name}.shake: no multiplier along x puts y back on the ball's boundary "
@@ -90,8 +103,9 @@ class NormBall(Manifold):
                 residual=worst,
                 iterations=0,
             )
-        lam = -d / (b + disc.clamp(min=0).sqrt())
-        return torch.where(outside, y + lam * x, y)
+        root = disc.clamp(min=0).sqrt()
+        z = y + x * (-d / (b + torch.where(b < 0, -root, root)))
+        return torch.where(outside, z * (self.radius / scaled_norm(z)), y)
 
     def random_point(
         self,
