@@ -23,3 +23,18 @@ settings.load_profile(os.environ.get("GEODYN_HYPOTHESIS_PROFILE", "ci"))
 # Tests run on small tensors, where one thread per process is fastest; `make test` runs two
 # processes (pytest-xdist) on the two cores.
 torch.set_num_threads(1)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001, ARG001
+    """Print the fault sweep's size: the "fault_examples" user properties, summed over tests."""
+    total, tests = 0, 0
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", None) != "call":
+                continue
+            for key, value in getattr(report, "user_properties", ()):
+                if key == "fault_examples":
+                    total += int(value)
+                    tests += 1
+    if tests:
+        terminalreporter.write_line(f"fault sweep: {total} examples in {tests} tests")

@@ -118,11 +118,15 @@ def test_compiled_functional_momentum_step_equals_riemannian_sgd():
     assert not torch.allclose(x, x0, atol=1e-3)
 
 
-def test_compiled_step_matches_eager_when_the_group_names_the_manifold():
-    def groups(model: nn.Module) -> list[dict]:
-        w = model[0].weight
-        rest = [model[0].bias, *model[2].parameters()]
-        return [{"params": [w], "manifold": w.manifold}, {"params": rest}]
+def _named_groups(model: nn.Module) -> list[dict]:
+    w = model[0].weight
+    rest = [model[0].bias, *model[2].parameters()]
+    return [{"params": [w], "manifold": w.manifold}, {"params": rest}]
+
+
+@pytest.mark.parametrize("groups", [_named_groups, lambda m: m.parameters()],
+                         ids=["group-names-manifold", "bound-weight"])
+def test_compiled_step_matches_eager(groups):
 
     eager, compiled = _model(), _model()
     opt_eager = geodyn.RiemannianSGD(groups(eager), lr=0.1, momentum=0.9)

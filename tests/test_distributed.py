@@ -70,12 +70,6 @@ def _train_ddp(rank: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------- sharded parameters
-class _RowOblique(geodyn.Oblique):
-    """Oblique rows that name the one axis their points couple."""
-
-    coupled_dims = (-1,)
-
-
 def _refusal(param: torch.Tensor, manifold: geodyn.Manifold) -> str | None:
     """check_unsharded's message, or None when it passes."""
     try:
@@ -101,7 +95,6 @@ def _dtensor_cases() -> dict[str, str | None]:
         "Product": (geodyn.Product((geodyn.Sphere(), (3,)), (geodyn.Stiefel(), (4, 2))), (4, 11)),
         "ObliqueRows": (geodyn.Oblique(dim=-1), (8, 6)),
         "ObliqueCols": (geodyn.Oblique(dim=-2), (8, 6)),
-        "RowOblique": (_RowOblique(), (8, 6)),
     }
     out: dict[str, str | None] = {}
     for name, (manifold, shape) in cases.items():
@@ -131,9 +124,66 @@ def _fsdp_cases() -> dict[str, Any]:
     w = model[0].weight
     out["fsdp2/placements"] = repr(tuple(w.placements))
     out["fsdp2/keeps_manifold"] = hasattr(w, "manifold")
-    out["fsdp2/oblique_rows"] = _refusal(w, _RowOblique())
+    out["fsdp2/oblique_rows"] = _refusal(w, geodyn.Oblique(dim=-1))
     out["fsdp2/stiefel"] = _refusal(w, geodyn.Stiefel())
     return out
+
+
+FSDP2_STEPS = 10
+
+
+def _fsdp2_groups(model: nn.Module, manifold: geodyn.Manifold) -> list[dict[str, Any]]:
+    """fully_shard drops the ManifoldParameter binding: name the manifold in a group."""
+    w = model[0].weight
+    return [{"params": [w], "manifold": manifold},
+            {"params": [p for p in model.parameters() if p is not w]}]
+
+
+def _fsdp2_optimizers(model: nn.Module, rank: int) -> dict[str, torch.optim.Optimizer]:
+    groups = _fsdp2_groups(model, geodyn.Sphere())
+    return {
+        "rsgd": geodyn.RiemannianSGD(groups, lr=0.05, momentum=0.9),
+        # each rank holds other rows: independent noise needs a seed per rank
+        "baoab": geodyn.Splitting(groups, lr=0.05, tau=1e-3, seed=SEED + rank),
+        "adam": geodyn.Constrained(torch.optim.Adam(groups, lr=0.01)),
+    }
+
+
+def _fsdp2_train(rank: int) -> dict[str, Any]:
+    """Sphere rows of a fully_shard-ed weight, stepped on each rank's local shard."""
+    from torch.distributed.fsdp import fully_shard
+
+    out: dict[str, Any] = {}
+    for name in ("rsgd", "baoab", "adam"):
+        model = _sphere_model()
+        fully_shard(model)
+        opt = _fsdp2_optimizers(model, rank)[name]
+        x, y = _batch(rank)
+        for _ in range(FSDP2_STEPS):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        out[name] = {k: v.full_tensor().detach().clone() for k, v in model.state_dict().items()}
+    stiefel = _sphere_model()
+    fully_shard(stiefel)
+    opt = geodyn.RiemannianSGD(_fsdp2_groups(stiefel, geodyn.Stiefel()), lr=0.05)
+    x, y = _batch(rank)
+    nn.functional.mse_loss(stiefel(x), y).backward()
+    try:
+        opt.step()
+        out["stiefel"] = None
+    except ValueError as err:
+        out["stiefel"] = str(err)
+    return out
+
+
+def _sphere_model() -> nn.Module:
+    """An (8, 5) hidden weight with unit rows, not bound (fully_shard would drop it)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(geodyn.Sphere().project(model[0].weight))
+    return model
 
 
 # ---------------------------------------------------------------------- launching
@@ -147,6 +197,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "rank_seed": _train_ddp(rank, seed=SEED + rank),
             "dtensor": _dtensor_cases(),
             "fsdp": _fsdp_cases(),
+            "fsdp2_train": _fsdp2_train(rank),
         }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -241,7 +292,8 @@ RAISES = {
     "Euclidean": set(),
     "Stiefel": {0, 1},
     "Product": {1},
-    "RowOblique": {1},
+    "ObliqueRows": {1},
+    "ObliqueCols": {0},
 }
 
 
@@ -287,6 +339,35 @@ def test_fsdp2_row_shards_pass_and_lose_the_binding(ranks: list[dict[str, Any]])
     assert fsdp["fsdp2/stiefel"] is not None
 
 
+def test_fsdp2_row_shards_train_like_one_process(ranks: list[dict[str, Any]]) -> None:
+    """Deterministic steps on local row shards equal one process on the mean loss."""
+    batches = [_batch(r) for r in range(WORLD)]
+    for name in ("rsgd", "adam"):
+        model = _sphere_model()
+        opt = _fsdp2_optimizers(model, 0)[name]
+        for _ in range(FSDP2_STEPS):
+            opt.zero_grad()
+            loss = sum(nn.functional.mse_loss(model(x), y) for x, y in batches) / WORLD
+            loss.backward()
+            opt.step()
+        for key, value in model.state_dict().items():
+            for r in ranks:
+                torch.testing.assert_close(r["fsdp2_train"][name][key], value, rtol=0, atol=1e-12)
+
+
+def test_fsdp2_row_shards_stay_on_the_sphere(ranks: list[dict[str, Any]]) -> None:
+    for name in ("rsgd", "baoab", "adam"):
+        w = ranks[0]["fsdp2_train"][name]["0.weight"]
+        assert torch.equal(w, ranks[1]["fsdp2_train"][name]["0.weight"])
+        assert float(geodyn.Sphere().residual(w)) < 1e-12, name
+
+
+def test_fsdp2_stiefel_shards_are_refused_by_the_integrator(ranks: list[dict[str, Any]]) -> None:
+    for r in ranks:
+        msg = r["fsdp2_train"]["stiefel"]
+        assert msg is not None and "sharded along dimension" in msg and "Stiefel" in msg
+
+
 # ---------------------------------------------------------------------- without a process group
 def test_plain_tensors_pass() -> None:
     for manifold in (geodyn.Stiefel(), geodyn.Sphere(), geodyn.Euclidean()):
@@ -305,7 +386,8 @@ def test_coupled_dims() -> None:
     assert coupled_dims(geodyn.Stiefel(), 3) == (1, 2)
     assert coupled_dims(geodyn.Sphere(), 3) == (2,)
     assert coupled_dims(geodyn.Euclidean(), 2) == ()
-    assert coupled_dims(_RowOblique(), 2) == (1,)
+    assert coupled_dims(geodyn.Oblique(dim=-1), 2) == (1,)
+    assert coupled_dims(geodyn.Oblique(dim=-2), 2) == (0,)
 
 
 def test_docs_example_trains_on_a_one_process_group(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,29 +72,6 @@ OFFSETS = (0.0, 1e-6, 1e-3)
 TANGENT_SCALES = (0.0, 1e-30, 1.0, 1e6, 1e30)
 
 
-SPHERE_NORMS = {
-    "project": ("sphere", "oblique_columns", "circle_lift", "product"),
-    "retract": ("sphere", "oblique_columns", "product"),
-    "shake": ("sphere", "oblique_columns", "circle_lift", "product"),
-}
-
-
-def known_defect(name: str, verb: str, dtype: torch.dtype, magnitude: float) -> bool:
-    """Defects outside the files this sweep may fix, each reproduced by a strict xfail below.
-
-    Sphere/Oblique (sphere.py) compute |x| as sqrt(sum x^2), which overflows in float32
-    for |x| ~ 1e30; Stiefel's Cayley and exp retractions (stiefel.py) overflow or leave
-    M for steps of norm 1e6 and more, the polar one (a float32 SVD) for 1e30.
-    """
-    if dtype == torch.float32 and magnitude >= 1e30 and name in SPHERE_NORMS.get(verb, ()):
-        return True
-    if verb == "retract" and magnitude >= 1e6:
-        if name == "stiefel_exp" or (name == "stiefel_cayley" and dtype == torch.float32):
-            return True
-        return name == "stiefel_polar" and dtype == torch.float32 and magnitude >= 1e30
-    return False
-
-
 def names_argument(err: Exception, *names: str) -> bool:
     """Whether the message of ``err`` names one of ``names`` as a word."""
     return re.search(rf"\b({'|'.join(map(re.escape, names))})\b", str(err)) is not None
@@ -155,9 +132,7 @@ def test_project_and_check_point_under_extreme_input(name: str, record_property:
         count += 1
         g = torch.Generator().manual_seed(seed)
         x = ambient((2, *shape), kind, torch.float64, g).mul(scale).to(dtype)
-        z = None
-        if not known_defect(name, "project", dtype, scale):
-            z = attempt(lambda: manifold.project(x), "x")
+        z = attempt(lambda: manifold.project(x), "x")
         if z is not None:
             assert_on(manifold, z, x, f"project of |x| ~ {scale:g}, {kind}")
             if manifold.is_inequality and scale >= 1e6 and kind != "zero":
@@ -210,14 +185,10 @@ def test_tangent_verbs_retract_and_shake_under_extreme_steps(
                 again = manifold.proj_tangent(x, u)
                 assert float((again - u).abs().max()) <= 100 * default_atol(dtype) * scale
         v = manifold.proj_tangent(x, ambient(x.shape, "gaussian", dtype, g)) * tscale
-        z = None
-        if not known_defect(name, "retract", dtype, tscale):
-            z = attempt(lambda: manifold.retract(x, v), "x", "v")
+        z = attempt(lambda: manifold.retract(x, v), "x", "v")
         if z is not None and offset == 0:  # R_x(0) = x: only a point of M retracts onto M
             assert_on(manifold, z, x, f"retract, |v| ~ {tscale:g}")
-        z = None
-        if not known_defect(name, "shake", dtype, tscale):
-            z = attempt(lambda: manifold.shake(x, x + v), "x", "y", "lr")
+        z = attempt(lambda: manifold.shake(x, x + v), "x", "y", "lr")
         if z is not None:
             assert_on(manifold, z, x, f"shake, |y - x| ~ {tscale:g}, x off M by {offset:g}")
 
@@ -316,11 +287,6 @@ def test_integrators_under_faulty_gradients_and_huge_steps(
     )
     def run(dtype: torch.dtype, lr: float, grads: list[str], seed: int) -> None:
         nonlocal count
-        if kind == "adam" and dtype == torch.float32 and "huge" in grads:
-            return  # known: Adam's second moment overflows (test_known_adam_state_overflow)
-        huge_step = lr >= 1e6 or "huge" in grads
-        if huge_step and known_defect(name, "retract", dtype, 1e30):
-            return  # known: the retraction itself fails (known_defect)
         count += 1
         g = torch.Generator().manual_seed(seed)
         p = torch.nn.Parameter(on_point(manifold, (2, *shape), dtype, g))
@@ -342,35 +308,31 @@ def test_norm_ball_shake_takes_the_root_nearest_zero_when_y_is_behind_x() -> Non
     assert float(z[0, 0]) < 0
 
 
-# ------------------------------------------------------------------ known defects elsewhere
-# Each reproduces a defect in a file this sweep may not edit; strict: a fix makes it fail,
-# and then the test and its carve-out in known_defect go.
+# ------------------------------------------------------------------ regressions
+# Minimal cases of faults the sweep found: overflow in a norm, a NaN discriminant, a
+# retraction leaving M for a huge step, a non-finite base state, a step not rolled back.
 
 
-@pytest.mark.xfail(strict=True, reason="sphere.py: |x|^2 overflows in float32")
-def test_known_sphere_project_overflows() -> None:
+def test_regression_sphere_project_overflows() -> None:
     x = torch.full((4,), 1e30, dtype=F32)
     ok, reason = Sphere().check_point(Sphere().project(x))
     assert ok, reason
 
 
-@pytest.mark.xfail(strict=True, reason="sphere.py: |x + v|^2 overflows in float32")
-def test_known_sphere_retract_overflows() -> None:
+def test_regression_sphere_retract_overflows() -> None:
     x = torch.tensor([1.0, 0.0, 0.0], dtype=F32)
     z = Sphere().retract(x, torch.tensor([0.0, 1e30, 0.0], dtype=F32))
     ok, reason = Sphere().check_point(z)
     assert ok, reason
 
 
-@pytest.mark.xfail(strict=True, reason="sphere.py: shake's discriminant is NaN, not raised")
-def test_known_sphere_shake_nan() -> None:
+def test_regression_sphere_shake_nan() -> None:
     x = torch.tensor([1.0, 0.0, 0.0], dtype=F32)
     with pytest.raises(ConvergenceError, match="lr"):
         Sphere().shake(x, torch.tensor([1e30, 1e30, 0.0], dtype=F32))
 
 
-@pytest.mark.xfail(strict=True, reason="stiefel.py: exp retraction leaves M for |v| = 1e6")
-def test_known_stiefel_exp_retract_leaves_manifold() -> None:
+def test_regression_stiefel_exp_retract_leaves_manifold() -> None:
     m = Stiefel("exp")
     x = torch.eye(4, 2, dtype=torch.float64)
     v = torch.zeros(4, 2, dtype=torch.float64)
@@ -379,8 +341,7 @@ def test_known_stiefel_exp_retract_leaves_manifold() -> None:
     assert z is None or m.check_point(z)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="stiefel.py: Cayley retraction is NaN for |v| = 1e30")
-def test_known_stiefel_cayley_retract_nan() -> None:
+def test_regression_stiefel_cayley_retract_nan() -> None:
     m = Stiefel("cayley")
     g = torch.Generator().manual_seed(0)
     x = m.random_point(4, 2, generator=g)
@@ -389,8 +350,7 @@ def test_known_stiefel_cayley_retract_nan() -> None:
     assert z is None or m.check_point(z)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="stiefel.py: polar retraction is NaN for |v| = 1e30")
-def test_known_stiefel_polar_retract_nan() -> None:
+def test_regression_stiefel_polar_retract_nan() -> None:
     m = Stiefel("polar")
     x = torch.eye(4, 2, dtype=F32)
     v = torch.zeros(4, 2, dtype=F32)
@@ -399,8 +359,7 @@ def test_known_stiefel_polar_retract_nan() -> None:
     assert z is None or m.check_point(z)[0]
 
 
-@pytest.mark.xfail(strict=True, reason="constrained.py: non-finite base state is committed")
-def test_known_adam_state_overflow() -> None:
+def test_regression_adam_state_overflow() -> None:
     p = torch.nn.Parameter(torch.tensor([[1.0, 0.0, 0.0]], dtype=F32))
     opt = geodyn.Constrained(torch.optim.Adam([{"params": [p], "manifold": Sphere()}], lr=0.1))
     p.grad = torch.tensor([[0.0, 1e30, 0.0]], dtype=F32)
@@ -411,8 +370,7 @@ def test_known_adam_state_overflow() -> None:
     assert all(bool(torch.isfinite(v).all()) for v in opt.state[p].values())
 
 
-@pytest.mark.xfail(strict=True, reason="constrained.py: a ValueError mid-step is not rolled back")
-def test_known_step_rollback_on_value_error() -> None:
+def test_regression_step_rollback_on_value_error() -> None:
     manifold = MANIFOLDS["implicit"][0]
     x = manifold.random_point(1, 4, dtype=torch.float64, generator=torch.Generator())
     p = torch.nn.Parameter(x.clone())

@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 
 from ..manifolds import ConvergenceError
 from ..manifolds.base import all_finite
+from ._sharding import local
 from ._stacks import Stack
 
 __all__ = ["GeometricOptimizer", "NonFiniteError", "Proposal"]
@@ -190,9 +191,9 @@ class GeometricOptimizer(Optimizer, abc.ABC):
                     check_finite(pr.stack, pr.x, "the new value")
                     for key, t in pr.state.items():
                         check_finite(pr.stack, t, f"the new state {key!r}")
-        except (NonFiniteError, ConvergenceError) as err:
+        except Exception as err:
             self.generator.set_state(generator_state)
-            if self.nonfinite == "raise":
+            if self.nonfinite == "raise" or not isinstance(err, NonFiniteError | ConvergenceError):
                 raise
             warnings.warn(
                 f"step skipped, parameters and optimizer state unchanged: {err}",
@@ -208,14 +209,14 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         src: list[Tensor] = []
         for pr in proposals:
             for p, value in zip(pr.stack.params, pr.stack.scatter(pr.x), strict=True):
-                dst.append(p.data)
+                dst.append(local(p.data))
                 src.append(value)
             for key, stacked in pr.state.items():
                 for p, value in zip(pr.stack.params, pr.stack.scatter(stacked), strict=True):
                     state = self.state[p]
                     if key not in state:
                         state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    dst.append(state[key])
+                    dst.append(local(state[key]))
                     src.append(value)
             for p in pr.stack.params:
                 self.state[p].update(pr.flags)

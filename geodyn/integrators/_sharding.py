@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..manifolds import Manifold
 
-__all__ = ["check_unsharded", "coupled_dims"]
+__all__ = ["check_unsharded", "coupled_dims", "local"]
 
 
 def coupled_dims(manifold: Manifold, dim: int) -> tuple[int, ...]:
@@ -38,6 +38,16 @@ def coupled_dims(manifold: Manifold, dim: int) -> tuple[int, ...]:
     if axes is None:
         axes = range(-manifold.ndim, 0)
     return tuple(sorted(a % dim for a in axes)) if dim else ()
+
+
+def local(t: Tensor) -> Tensor:
+    """This rank's part of ``t``: the local shard of a DTensor (writes go through), else ``t``.
+
+    After :func:`check_unsharded` a shard holds whole points, so every manifold verb
+    on it is exact without communication.
+    """
+    to_local = getattr(t, "to_local", None)
+    return t if to_local is None else to_local()
 
 
 def _sharded_dims(param: Tensor) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .. import manifolds
 from ..manifolds import Euclidean, Manifold
-from ._sharding import check_unsharded
+from ._sharding import check_unsharded, local
 
 __all__ = ["Stack", "declared_manifold", "manifold_of", "stacks"]
 
@@ -96,15 +96,16 @@ class Stack:
 
     def gather(self, tensors: Sequence[Tensor]) -> Tensor:
         dtype = self.compute_dtype
-        flat = [t.detach().reshape(-1, *self.point_shape) for t in tensors]
+        flat = [local(t).detach().reshape(-1, *self.point_shape) for t in tensors]
         out = flat[0] if len(flat) == 1 else torch.cat(flat)
         return out if out.dtype == dtype else out.to(dtype)
 
     def scatter(self, stacked: Tensor) -> list[Tensor]:
-        if len(self.params) == 1:
-            return [stacked.view_as(self.params[0])]
-        sizes = [p.numel() // max(1, _prod(self.point_shape)) for p in self.params]
-        return [s.view_as(p) for s, p in zip(stacked.split(sizes), self.params, strict=True)]
+        shards = [local(p) for p in self.params]
+        if len(shards) == 1:
+            return [stacked.view_as(shards[0])]
+        sizes = [p.numel() // max(1, _prod(self.point_shape)) for p in shards]
+        return [s.view_as(p) for s, p in zip(stacked.split(sizes), shards, strict=True)]
 
 
 _HALF = (torch.bfloat16, torch.float16)

@@ -26,6 +26,7 @@ from torch.optim import Optimizer
 from ..manifolds import ConvergenceError
 from ..manifolds.base import all_finite
 from ._base import NonFiniteError, check_finite, no_autocast
+from ._sharding import local
 from ._stacks import Stack, declared_manifold, stacks
 
 __all__ = ["TANGENT_STATE_KEYS", "Constrained"]
@@ -125,7 +126,7 @@ class Constrained(Optimizer):
         try:
             with no_autocast():
                 self._step(params)
-        except (NonFiniteError, ConvergenceError) as err:
+        except Exception as err:
             for p, x in zip(params, saved_x, strict=True):
                 p.data.copy_(x)
             for p in params:
@@ -133,7 +134,7 @@ class Constrained(Optimizer):
                     self.state[p] = saved_state[p]
                 elif p in self.state:
                     del self.state[p]
-            if self.nonfinite == "raise":
+            if self.nonfinite == "raise" or not isinstance(err, NonFiniteError | ConvergenceError):
                 raise
             warnings.warn(
                 f"step skipped, parameters and optimizer state unchanged: {err}",
@@ -143,7 +144,7 @@ class Constrained(Optimizer):
         return loss
 
     def _step(self, params: list[Tensor]) -> None:
-        if not all_finite(*(p.grad for p in params)):  # type: ignore[misc]
+        if not all_finite(*(local(p.grad) for p in params)):  # type: ignore[arg-type]
             bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))  # type: ignore[arg-type]
             raise NonFiniteError(
                 f"the gradient of a parameter of shape {tuple(bad.shape)} has NaN or Inf "
@@ -158,7 +159,7 @@ class Constrained(Optimizer):
         old = [s.gather(s.params).clone() for s in constrained]
         for s, x in zip(constrained, old, strict=True):
             rgrad = s.manifold.proj_tangent(x, s.gather([p.grad for p in s.params]))
-            torch._foreach_copy_([p.grad for p in s.params], s.scatter(rgrad))
+            torch._foreach_copy_([local(p.grad) for p in s.params], s.scatter(rgrad))
         self.base.step()
         for s, x in zip(constrained, old, strict=True):
             self._put_back(s, x)
@@ -172,17 +173,28 @@ class Constrained(Optimizer):
         else:
             x_new = manifold.project(stepped)
         check_finite(stack, x_new, "the new value")
-        dst, src = [p.data for p in stack.params], stack.scatter(x_new)
+        dst, src = [local(p.data) for p in stack.params], stack.scatter(x_new)
         states = [self.state[p] for p in stack.params]
+        floats = [local(v) for st in states for v in st.values() if _is_float_tensor(v)]
+        if not all_finite(*floats):
+            raise NonFiniteError(
+                f"the base optimizer's new state of the parameter(s) on {manifold!r} has NaN "
+                "or Inf entries (e.g. a squared gradient overflowed); lower the learning rate "
+                "or clip the gradient (nonfinite='skip' skips such steps)"
+            )
         for key in sorted(self.tangent_state):
             if not all(_is_vector_of(self.state[p].get(key), p) for p in stack.params):
                 continue
             v = stack.gather([st[key] for st in states])
             moved = manifold.transp(x_old, x_new, v)
             check_finite(stack, moved, f"the moved state {key!r}")
-            dst.extend(st[key] for st in states)
+            dst.extend(local(st[key]) for st in states)
             src.extend(stack.scatter(moved))
         torch._foreach_copy_(dst, src)
+
+
+def _is_float_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.is_floating_point()
 
 
 def _is_vector_of(value: Any, p: Tensor) -> bool:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
+from ._sharding import local
 from ._stacks import Stack, manifold_of, stacks
 from .schemes import Op, compile_scheme
 
@@ -203,14 +204,14 @@ class Splitting(GeometricOptimizer):
                     continue
                 for phase in phases:
                     torch._foreach_copy_(
-                        [p.data for p in phase.stack.params], phase.stack.scatter(phase.x)
+                        [local(p.data) for p in phase.stack.params], phase.stack.scatter(phase.x)
                     )
                 with torch.enable_grad():
                     closure()
                 for phase in phases:
                     self._refresh_gradient(phase)
         finally:
-            torch._foreach_copy_([p.data for p, _ in saved], [v for _, v in saved])
+            torch._foreach_copy_([local(p.data) for p, _ in saved], [local(v) for _, v in saved])
 
     def _apply(self, op: Op, phase: _Phase) -> None:
         letter, fraction = op

@@ -20,6 +20,22 @@ from .base import ConvergenceError, Manifold
 __all__ = ["Oblique", "Sphere"]
 
 
+def _norm(x: Tensor, dim: int) -> Tensor:
+    """|x| along ``dim`` (kept), without overflow or underflow of the squares.
+
+    The plain norm, and where it is 0 or not finite m |x / m| with m = max |x_i|. Eager
+    code computes the second only when needed (one host sync); compiled code computes
+    both and selects, so the graph has no data-dependent branch.
+    """
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    fine = torch.isfinite(norm) & (norm > 0)
+    if not torch.compiler.is_compiling() and bool(fine.all()):
+        return norm
+    m = x.abs().amax(dim=dim, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return torch.where(fine, norm, m * torch.linalg.vector_norm(x / m, dim=dim, keepdim=True))
+
+
 def _check_radius(radius: float) -> float:
     radius = float(radius)
     if not radius > 0 or radius == float("inf"):
@@ -62,7 +78,7 @@ class Oblique(Manifold):
     def project(self, x: Tensor) -> Tensor:
         self.check_shape(tuple(x.shape), "x")
         self.check_finite(x, "x")
-        norm = x.norm(dim=self.dim, keepdim=True)
+        norm = _norm(x, self.dim)
         if bool((norm == 0).any()):
             raise ValueError(
                 f"x has a zero slice along dim={self.dim}: a zero vector has no nearest "
@@ -78,7 +94,7 @@ class Oblique(Manifold):
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
-        return y.mul_(self.radius / y.norm(dim=self.dim, keepdim=True))
+        return y.mul_(self.radius / _norm(y, self.dim))
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """Exact geodesic: cos(|u|/r) x + r sin(|u|/r) u/|u| (x on M, u tangent)."""
@@ -110,16 +126,17 @@ class Oblique(Manifold):
         b = self._dot(x, y)
         d = self._dot(y, y) - self.radius**2
         disc = b * b - a * d
-        if bool((disc < 0).any()):
-            worst = float((-disc / a.square()).clamp(min=0).max())
+        if bool((~(disc >= 0)).any()):  # negative, or NaN from overflow
+            worst = float((-disc / a.square()).nan_to_num(nan=float("inf")).clamp(min=0).max())
             raise ConvergenceError(
                 f"{self.name}.shake: no multiplier puts y back on the sphere along the normal "
                 "at x (the step moved y too far from x); reduce the step size lr",
                 residual=worst,
                 iterations=0,
             )
-        # root nearest zero, written without cancellation: lambda = -d / (b + sqrt(disc))
-        lam = -d / (b + disc.sqrt())
+        # root nearest zero, without cancellation: lambda = -d / (b + sign(b) sqrt(disc))
+        root = disc.sqrt()
+        lam = -d / (b + torch.where(b < 0, -root, root))
         return torch.addcmul(y, x, lam)
 
     def random_point(

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Manifold
+from .base import ConvergenceError, Manifold, all_finite, default_atol
 
 __all__ = ["Stiefel"]
 
@@ -164,14 +164,26 @@ class Stiefel(Manifold):
         wide = self._wide(x)
         xt, vt = self._tall(x, wide), self._tall(v, wide)
         if self.retraction == "qr":
-            y = self._retract_qr(xt, vt)
-        elif self.retraction == "polar":
+            return self._tall(self._retract_qr(xt, vt), wide)
+        if self.retraction == "polar":
             y = _polar(xt + vt)
         elif self.retraction == "cayley":
             y = self._retract_cayley(xt, vt)
         else:
             y = self._retract_exp(xt, vt)
+        if not torch.compiler.is_compiling() and not self._retracted_ok(y):
+            raise ValueError(
+                f"v is too large for the {self.retraction!r} retraction (the result is not "
+                "an orthonormal frame); reduce the step size lr or use retraction='qr'"
+            )
         return self._tall(y, wide)
+
+    def _retracted_ok(self, y: Tensor) -> bool:
+        """Finite, and for Cayley and exp on M: both lose orthonormality to rounding for
+        huge steps (|V| ~ 1e6 and more). Checked in eager code only (a host sync)."""
+        if not all_finite(y):
+            return False
+        return self.retraction == "polar" or float(self.residual(y)) <= default_atol(y.dtype)
 
     @staticmethod
     def _retract_qr(x: Tensor, v: Tensor) -> Tensor:
