@@ -5,8 +5,12 @@ With $d_n = P_{x_n}(\nabla U(x_n) + w x_n)$ the Riemannian gradient,
 $$b_{n} = \mu\, \mathcal{T}(b_{n-1}) + (1 - \delta)\, d_n \quad (b_1 = d_1), \qquad
 u_n = d_n + \mu b_n \ \text{(Nesterov) or } b_n, \qquad x_{n+1} = R_{x_n}(-\eta\, u_n),$$
 
-and the buffer moved to $T_{x_{n+1}}M$ with the manifold's ``retr_transp``. With
-every parameter Euclidean this is exactly :class:`torch.optim.SGD`.
+and the buffer moved to $T_{x_{n+1}}M$ with the manifold's ``retr_transp``. Where the
+transport is the (linear) tangent projection (``manifold.linear_transport``) and the
+momentum is not Nesterov's, the move is folded into the next step's projection,
+$b_n = P_{x_n}(\mu b_{n-1} + (1 - \delta) g_n)$: the same iterates with one projection
+per step instead of two. With every parameter Euclidean this is exactly
+:class:`torch.optim.SGD`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
-from ._stacks import manifold_of, stacks
+from ._stacks import Stack, manifold_of, stacks
 
 __all__ = ["RiemannianSGD"]
 
@@ -28,7 +32,8 @@ class RiemannianSGD(GeometricOptimizer):
 
     The momentum buffer ``state[param]["momentum_buffer"]`` is always tangent: it starts
     as the first Riemannian gradient (torch's first-step convention) and is moved to the
-    new tangent space after every step.
+    new tangent space after every step, or, with linear transport and no Nesterov
+    momentum, at the start of the next (then it is tangent at the point before the step).
 
     Args:
         params: parameters or param groups; a group may set ``lr``, ``momentum``,
@@ -89,7 +94,12 @@ class RiemannianSGD(GeometricOptimizer):
             x = stack.gather(stack.params)
             g = stack.gather([p.grad for p in stack.params])  # type: ignore[misc]
             check_finite(stack, g, "the gradient")
-            d = manifold.proj_tangent(x, torch.add(g, x, alpha=wd) if wd else g)
+            if wd:
+                g = torch.add(g, x, alpha=wd)
+            if mu and not group["nesterov"] and manifold.linear_transport:
+                proposals.append(self._lazy_momentum(stack, x, g))
+                continue
+            d = manifold.proj_tangent(x, g)
             if mu == 0:
                 proposals.append(Proposal(stack, manifold.retract(x, torch.mul(d, -group["lr"]))))
                 continue
@@ -103,3 +113,23 @@ class RiemannianSGD(GeometricOptimizer):
             x_new, buf_new = manifold.retr_transp(x, torch.mul(u, -group["lr"]), buf)
             proposals.append(Proposal(stack, x_new, {"momentum_buffer": buf_new}))
         return proposals
+
+    def _lazy_momentum(self, stack: Stack, x: Tensor, g: Tensor) -> Proposal:
+        """The momentum step with the transport folded into the next projection.
+
+        With linear transport by projection, b_n = mu P_n b_{n-1} + (1 - delta) P_n g_n
+        = P_n (mu b_{n-1} + (1 - delta) g_n): one projection per step instead of two.
+        The stored buffer b_n is tangent at x_n, the point it was used at, and moved to
+        T_{x_{n+1}} M by the next step's projection.
+        """
+        group, manifold = stack.group, stack.manifold
+        params = stack.params
+        if params[0] in self.state and "momentum_buffer" in self.state[params[0]]:
+            old = stack.gather([self.state[p]["momentum_buffer"] for p in params])
+            damp = group["dampening"]
+            raw = torch.mul(old, group["momentum"]).add_(g, alpha=1 - damp)
+        else:
+            raw = g
+        buf = manifold.proj_tangent(x, raw)
+        x_new = manifold.retract(x, torch.mul(buf, -group["lr"]))
+        return Proposal(stack, x_new, {"momentum_buffer": buf})

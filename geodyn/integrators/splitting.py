@@ -149,8 +149,9 @@ class Splitting(GeometricOptimizer):
             self._run_lockstep(plan, phases, closure)
         else:
             for (_, ops), phase in zip(plan, phases, strict=True):
-                for op in ops:
-                    self._apply(op, phase)
+                for i, op in enumerate(ops):
+                    following = ops[i + 1][0] if i + 1 < len(ops) else ""
+                    self._apply(op, phase, projected_next=following in ("B", "O"))
         flags = {"pending": not finish}
         proposals = []
         for (stack, _), phase in zip(plan, phases, strict=True):
@@ -213,7 +214,12 @@ class Splitting(GeometricOptimizer):
         finally:
             torch._foreach_copy_([local(p.data) for p, _ in saved], [local(v) for _, v in saved])
 
-    def _apply(self, op: Op, phase: _Phase) -> None:
+    def _apply(self, op: Op, phase: _Phase, projected_next: bool = False) -> None:
+        """Apply one letter to ``phase``.
+
+        ``projected_next``: the next op projects the momentum at the same point (B and O
+        do); with linear transport an A then leaves its RATTLE to it, P(a P u + v) = P(a u + v).
+        """
         letter, fraction = op
         group, manifold = phase.stack.group, phase.stack.manifold
         h = group["lr"] * fraction
@@ -225,14 +231,24 @@ class Splitting(GeometricOptimizer):
                 drift = "retract" if manifold.geodesic_drift else "shake"
             if drift == "retract":
                 x_new, p = manifold.retr_transp(phase.x, torch.mul(phase.p, h), phase.p)
+                tangent = manifold.linear_transport  # retr_transp ended with the RATTLE
             else:
                 x_new = manifold.shake(phase.x, torch.add(phase.x, phase.p, alpha=h))
                 p = torch.sub(x_new, phase.x).div_(h)
-            phase.x, phase.p = x_new, manifold.rattle(x_new, p)
+                tangent = False
+            if not tangent and not (projected_next and manifold.linear_transport):
+                p = manifold.rattle(x_new, p)
+            phase.x, phase.p = x_new, p
         elif letter == "O":
             c = math.exp(-group["gamma"] * h)
-            if group["tau"] > 0:
+            sigma = math.sqrt((1 - c * c) * group["tau"])
+            if manifold.linear_transport:  # P(c p + sigma xi): also the RATTLE an A left
+                p = torch.mul(phase.p, c)
+                if sigma > 0:
+                    p.add_(self.normal_like(phase.x), alpha=sigma)
+                phase.p = manifold.rattle(phase.x, p)
+            elif sigma > 0:
                 xi = manifold.proj_tangent(phase.x, self.normal_like(phase.x))
-                phase.p = xi.mul_(math.sqrt((1 - c * c) * group["tau"])).add_(phase.p, alpha=c)
+                phase.p = xi.mul_(sigma).add_(phase.p, alpha=c)
             else:
                 phase.p = torch.mul(phase.p, c)

@@ -115,6 +115,24 @@ class Manifold(geoopt.Manifold):
         """RATTLE: momentum ``p`` projected onto T_x M (the embedded metric's ``proj_tangent``)."""
         return self.proj_tangent(x, p)
 
+    @property
+    def linear_transport(self) -> bool:
+        """Whether ``transp(x, y, v) = rattle(y, v) = P_y v`` with P_y linear.
+
+        Then an integrator may leave a vector where it is and move it at its next use,
+        in the same projection as what is added to it: P_y(a u + v) = a P_y u + P_y v.
+        True for an equality constraint that keeps the base class's ``transp``,
+        ``retr_transp`` and ``rattle``; a subclass that changes one of them, or whose
+        projection is not linear (an inequality's cone), gets False.
+        """
+        cls = type(self)
+        return (
+            not self.is_inequality
+            and cls.transp is Manifold.transp
+            and cls.retr_transp is Manifold.retr_transp
+            and cls.rattle is Manifold.rattle
+        )
+
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
     ) -> Tensor:

@@ -103,6 +103,11 @@ class Oblique(Manifold):
         scale = torch.where(norm_u > 0, torch.sin(theta) / theta.clamp_min(1e-300), 1.0)
         return torch.mul(x, torch.cos(theta)).addcmul_(u, scale)
 
+    @property
+    def linear_transport(self) -> bool:
+        """True unless the drift is the geodesic one (parallel transport, not projection)."""
+        return not self.geodesic_drift
+
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         if not self.geodesic_drift:
             return super().retr_transp(x, u, v)
