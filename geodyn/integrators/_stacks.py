@@ -3,7 +3,8 @@
 Parameters of one param group that share (manifold, point shape, dtype, device) are
 concatenated along a flattened batch dimension, so every manifold verb runs once per
 stack instead of once per parameter. A manifold's verbs are batched over leading
-dimensions, which is what makes this exact.
+dimensions, which is what makes this exact. A parameter of 65536 entries or more is a
+stack of its own (no copy into a concatenation).
 
 Half-precision parameters (bfloat16, float16) are gathered in float32: the geometry
 (projections, retractions, SHAKE) is computed in float32 and the result is rounded
@@ -109,6 +110,9 @@ class Stack:
 
 
 _HALF = (torch.bfloat16, torch.float16)
+# A parameter this large is a stack of its own: one batched call already amortises the
+# Python overhead, and concatenating it with others would copy it (a pass over memory).
+_OWN_STACK = 1 << 16
 
 
 def _prod(shape: Iterable[int]) -> int:
@@ -142,7 +146,8 @@ def stacks(
             check_unsharded(p, manifold)
             nd = manifold.ndim
             point = tuple(p.shape[p.dim() - nd :]) if nd else ()
-            k = (manifold, point, p.dtype, p.device, key(p))
+            alone = p if p.numel() >= _OWN_STACK else None
+            k = (manifold, point, p.dtype, p.device, key(p), alone)
             if k in by_key:
                 by_key[k].params.append(p)
             else:

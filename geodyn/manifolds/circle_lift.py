@@ -1,9 +1,10 @@
 r"""The circle lift: each weight q bounded, |q| <= r, through (q, xi) with q^2 + xi^2 = r^2.
 
-A point is a batch of circles of radius r in the plane (q, xi) (last dimension 2).
-The drift is the exact rotation of (q, xi) by the angle |v| / r:
-R_z(v) = cos(|v|/r) z + r sin(|v|/r) v / |v| for v tangent, and ``retr_transp``
-rotates the velocity with the point.
+A point is a batch of circles of radius r in the plane (q, xi) (last dimension 2),
+computed with as the complex number z = q + i xi. The tangent space at z is the line
+i z R; P_z v = i z t with t = Im(conj(z) v) / |z|^2. The drift is the exact rotation
+R_z(v) = z e^{i t} (the geodesic: the angle |P_z v| / r = |t|), and ``retr_transp``
+rotates the velocity with the point (parallel transport on a circle).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .norm_ball import scaled_norm
 from .sphere import Sphere
 
 __all__ = ["CircleLift"]
@@ -46,23 +46,37 @@ class CircleLift(Sphere):
         """The weights q = z[..., 0]."""
         return z[..., 0]
 
-    def retract(self, x: Tensor, v: Tensor) -> Tensor:
-        """The rotation exp_x(u) = cos(|u|/r) x + r sin(|u|/r) u/|u|, u = P_x v, renormalised.
+    # A pair (q, xi) is the complex number z = q + i xi; T_z M = {i z t : t real}. Every
+    # verb below is elementwise in z (no reduction over a length-2 axis).
+    def _angle(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """z and t = Im(conj(z) v) / |z|^2, so P_z v = i z t and |P_z v| / r = |t| on M."""
+        z, w = _complex(x), _complex(v)
+        return z, (z.conj() * w).imag / _abs2(z)
 
-        |u| is taken as m |u/m| (m = max |u_i|), so a huge step still rotates x
-        instead of overflowing to a NaN.
-        """
-        u = self.proj_tangent(x, v)
-        norm_u = scaled_norm(u)
-        theta = norm_u / self.radius
-        e = torch.where(norm_u > 0, u / norm_u.clamp_min(torch.finfo(u.dtype).tiny), 0.0)
-        y = torch.cos(theta) * x + self.radius * torch.sin(theta) * e
-        return y * (self.radius / scaled_norm(y))
+    def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
+        """P_z v = i z Im(conj(z) v) / |z|^2."""
+        z, t = self._angle(x, v)
+        return torch.view_as_real(z * 1j) * t.unsqueeze(-1)
+
+    def expmap(self, x: Tensor, u: Tensor) -> Tensor:
+        """The rotation z e^{i t} by the angle t of the tangent part i z t of u."""
+        z, t = self._angle(x, u)
+        return torch.view_as_real(z * _turn(t))
+
+    def retract(self, x: Tensor, v: Tensor) -> Tensor:
+        """The rotation exp_z(P_z v) = z e^{i t}, renormalised to radius r."""
+        z, t = self._angle(x, v)
+        return self._on_circle(z * _turn(t))
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotate x by u and carry v along the same rotation."""
-        u = self.proj_tangent(x, u)
-        return self.retract(x, u), self._transp_geodesic(x, u, v)
+        """Rotate x by the angle of u and carry v along the same rotation (parallel transport)."""
+        z, t = self._angle(x, u)
+        turn = _turn(t)
+        return self._on_circle(z * turn), torch.view_as_real(_complex(v) * turn)
+
+    def _on_circle(self, y: Tensor) -> Tensor:
+        """y r / |y| as (real, imaginary) pairs: the rounding of a rotation removed."""
+        return torch.view_as_real(y) * _abs2(y).rsqrt_().mul_(self.radius).unsqueeze(-1)
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
         if len(shape) < 1 or shape[-1] != 2:
@@ -71,3 +85,20 @@ class CircleLift(Sphere):
                 "(q, xi) for each weight; build points with CircleLift(r).lift(q)"
             )
         return None
+
+
+def _complex(x: Tensor) -> Tensor:
+    """The pairs of the last dimension as complex numbers (a view where the layout allows)."""
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return torch.view_as_complex(x if x.stride(-1) == 1 and x.is_contiguous() else x.contiguous())
+
+
+def _abs2(z: Tensor) -> Tensor:
+    """|z|^2 = Re(z conj(z)), elementwise (faster than z.abs(), which guards overflow)."""
+    return (z * z.conj()).real
+
+
+def _turn(t: Tensor) -> Tensor:
+    """e^{i t}."""
+    return torch.complex(torch.cos(t), torch.sin(t))

@@ -15,16 +15,9 @@ import torch
 from torch import Tensor
 
 from .base import ConvergenceError, Manifold, default_atol
-from .sphere import _check_radius
+from .sphere import _check_radius, safe_norm
 
-__all__ = ["NormBall", "scaled_norm"]
-
-
-def scaled_norm(x: Tensor) -> Tensor:
-    """|x| over the last dimension as m |x / m|, m = max |x_i|: no overflow or underflow in x^2."""
-    m = x.abs().amax(dim=-1, keepdim=True)
-    m = torch.where(m > 0, m, torch.ones_like(m))
-    return m * (x / m).norm(dim=-1, keepdim=True)
+__all__ = ["NormBall"]
 
 
 class NormBall(Manifold):
@@ -70,7 +63,7 @@ class NormBall(Manifold):
         """The radial clip x min(1, r/|x|): the nearest point of the ball."""
         self.check_shape(tuple(x.shape), "x")
         self.check_finite(x, "x")
-        return x * (self.radius / scaled_norm(x)).clamp(max=1.0)
+        return x * (self.radius / safe_norm(x, -1)).clamp(max=1.0)
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """v inside; at the boundary, v minus its outward normal component (the cone)."""
@@ -79,7 +72,7 @@ class NormBall(Manifold):
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
-        return y * (self.radius / scaled_norm(y)).clamp(max=1.0)
+        return y * (self.radius / safe_norm(y, -1)).clamp(max=1.0)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         """y if |y| <= r, else the root nearest zero of |y + lambda x| = r.
@@ -105,7 +98,7 @@ class NormBall(Manifold):
             )
         root = disc.clamp(min=0).sqrt()
         z = y + x * (-d / (b + torch.where(b < 0, -root, root)))
-        return torch.where(outside, z * (self.radius / scaled_norm(z)), y)
+        return torch.where(outside, z * (self.radius / safe_norm(z, -1)), y)
 
     def random_point(
         self,

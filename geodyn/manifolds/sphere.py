@@ -20,7 +20,7 @@ from .base import ConvergenceError, Manifold
 __all__ = ["Oblique", "Sphere"]
 
 
-def _norm(x: Tensor, dim: int) -> Tensor:
+def safe_norm(x: Tensor, dim: int) -> Tensor:
     """|x| along ``dim`` (kept), without overflow or underflow of the squares.
 
     The plain norm, and where it is 0 or not finite m |x / m| with m = max |x_i|. Eager
@@ -78,7 +78,7 @@ class Oblique(Manifold):
     def project(self, x: Tensor) -> Tensor:
         self.check_shape(tuple(x.shape), "x")
         self.check_finite(x, "x")
-        norm = _norm(x, self.dim)
+        norm = safe_norm(x, self.dim)
         if bool((norm == 0).any()):
             raise ValueError(
                 f"x has a zero slice along dim={self.dim}: a zero vector has no nearest "
@@ -94,7 +94,7 @@ class Oblique(Manifold):
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
-        return y.mul_(self.radius / _norm(y, self.dim))
+        return y.mul_(self.radius / safe_norm(y, self.dim))
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """Exact geodesic: cos(|u|/r) x + r sin(|u|/r) u/|u| (x on M, u tangent)."""
