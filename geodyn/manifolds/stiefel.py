@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Manifold, all_finite, default_atol
+from .base import ConvergenceError, Manifold, all_finite
 
 __all__ = ["Stiefel"]
 
@@ -79,11 +79,14 @@ class Stiefel(Manifold):
     r"""Orthonormal frames: X^T X = I for tall (..., n, p), X X^T = I for wide (n < p).
 
     Args:
-        retraction: ``"qr"`` (sign-corrected QR of X + V, the default),
-            ``"polar"`` (the polar factor of X + V), ``"cayley"`` (the Cayley
+        retraction: ``"qr"`` (the Q factor of X + V with diag(R) > 0, the default,
+            by CholeskyQR), ``"polar"`` (the polar factor of X + V, from the eigen-
+            decomposition of the p x p Gram matrix), ``"cayley"`` (the Cayley
             transform of the skew matrix W = P V X^T - X (P V)^T, P = I - X X^T/2,
             solved in its rank-2p form) or ``"exp"`` (the geodesic of the
-            embedded metric).
+            embedded metric). Cayley and exp end with one CholeskyQR pass, which
+            removes their rounding (a few 1e-6 in float32); a step too large for
+            any of them raises ``ValueError``.
         shake_tol: residual max |X'^T X' - I| at which SHAKE stops; by default
             a few units of rounding in the dtype.
         shake_maxiter: iterations after which SHAKE raises
@@ -171,19 +174,20 @@ class Stiefel(Manifold):
             y = self._retract_cayley(xt, vt)
         else:
             y = self._retract_exp(xt, vt)
-        if not torch.compiler.is_compiling() and not self._retracted_ok(y):
+        if torch.compiler.is_compiling():
+            return self._tall(y, wide)
+        polished: Tensor | None = y
+        if self.retraction != "polar" and all_finite(y):
+            # the solve / matrix exponential leave |Y^T Y - I| at a few 1e-6 in float32 and
+            # far more for huge steps: one CholeskyQR pass removes that rounding (it moves
+            # an orthonormal frame by its residual only)
+            polished = _cholesky_qr(y)
+        if polished is None or not all_finite(polished):
             raise ValueError(
                 f"v is too large for the {self.retraction!r} retraction (the result is not "
                 "an orthonormal frame); reduce the step size lr or use retraction='qr'"
             )
-        return self._tall(y, wide)
-
-    def _retracted_ok(self, y: Tensor) -> bool:
-        """Finite, and for Cayley and exp on M: both lose orthonormality to rounding for
-        huge steps (|V| ~ 1e6 and more). Checked in eager code only (a host sync)."""
-        if not all_finite(y):
-            return False
-        return self.retraction == "polar" or float(self.residual(y)) <= default_atol(y.dtype)
+        return self._tall(polished, wide)
 
     @staticmethod
     def _retract_qr(x: Tensor, v: Tensor) -> Tensor:
