@@ -21,7 +21,7 @@ The binding lives in the parameter itself, so it survives ``state_dict`` /
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import geoopt
 import torch
@@ -164,7 +164,8 @@ def constrain(
     if lifted:
         setattr(module, name, nn.Parameter(geometry.weight(point).detach().clone()))
         parametrize.register_parametrization(module, name, _LiftedWeight(geometry), unsafe=True)
-        module.parametrizations[name].original = new
+        # register_parametrization made the ModuleDict; nn.Module's __getattr__ is untyped
+        cast(nn.ModuleDict, module.parametrizations)[name].original = new
     else:
         setattr(module, name, new)
     return new

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -119,7 +119,11 @@ class Implicit(Manifold):
             raise ValueError(f"jacobian must be callable or None, got {type(jacobian).__name__}")
         if (point_shape is None) == (n is None):
             raise ValueError("give exactly one of point_shape=(...) or n=<int>")
-        shape = (n,) if point_shape is None else tuple(point_shape)
+        if point_shape is None:
+            assert n is not None  # exactly one of the two is given
+            shape: tuple[int, ...] = (n,)
+        else:
+            shape = tuple(point_shape)
         if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
             raise ValueError(
                 f"point_shape must be a non-empty tuple of positive ints, got {point_shape!r}"
@@ -132,7 +136,7 @@ class Implicit(Manifold):
         self.point_shape = shape
         self.ndim = len(shape)
         self.numel = math.prod(shape)
-        self.name = name or getattr(c, "__name__", "Implicit")
+        self.name = name or cast(str, getattr(c, "__name__", "Implicit"))
         self.shake_tol = _tolerance(shake_tol, "shake_tol")
         self.shake_maxiter = _positive_int(shake_maxiter, "shake_maxiter")
         self.project_tol = _tolerance(project_tol, "project_tol")

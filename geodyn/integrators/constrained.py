@@ -158,8 +158,12 @@ class Constrained(Optimizer):
         constrained = stacks(self.param_groups, select)
         old = [s.gather(s.params).clone() for s in constrained]
         for s, x in zip(constrained, old, strict=True):
-            rgrad = s.manifold.proj_tangent(x, s.gather([p.grad for p in s.params]))
-            torch._foreach_copy_([local(p.grad) for p in s.params], s.scatter(rgrad))
+            grads: list[Tensor] = []
+            for p in s.params:
+                assert p.grad is not None  # select() stacked only parameters with a gradient
+                grads.append(p.grad)
+            rgrad = s.manifold.proj_tangent(x, s.gather(grads))
+            torch._foreach_copy_([local(g) for g in grads], s.scatter(rgrad))
         self.base.step()
         for s, x in zip(constrained, old, strict=True):
             self._put_back(s, x)

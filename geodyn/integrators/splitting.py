@@ -224,6 +224,7 @@ class Splitting(GeometricOptimizer):
         group, manifold = phase.stack.group, phase.stack.manifold
         h = group["lr"] * fraction
         if letter == "B":
+            assert phase.g is not None  # set by _refresh_gradient when the phase is made
             phase.p = manifold.rattle(phase.x, torch.add(phase.p, phase.g, alpha=-h))
         elif letter == "A":
             drift = group["drift"]

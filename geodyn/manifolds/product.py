@@ -62,7 +62,7 @@ class Product(Manifold):
     # ------------------------------------------------------------------ slicing
     def _split(self, x: Tensor) -> list[Tensor]:
         batch = x.shape[:-1]
-        chunks = torch.split(x, self.sizes, dim=-1)
+        chunks = torch.split(x, list(self.sizes), dim=-1)
         shapes = [shape for _, shape in self.factors]
         return [c.reshape(*batch, *shape) for c, shape in zip(chunks, shapes, strict=True)]
 

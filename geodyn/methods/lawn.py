@@ -51,6 +51,8 @@ class NeuronSpheres(Oblique):
 
     ndim = 2
     name = "NeuronSpheres"
+    # the radii, shape (out, 1), where Oblique has one float: the formulas broadcast alike
+    radius: Tensor  # type: ignore[assignment]
 
     def __init__(self, radii: Tensor) -> None:
         Manifold.__init__(self)
@@ -61,7 +63,7 @@ class NeuronSpheres(Oblique):
                 "a zero row has no direction to keep"
             )
         self.dim = -1
-        self.radius = radii.clone().unsqueeze(-1)  # type: ignore[assignment]
+        self.radius = radii.clone().unsqueeze(-1)
 
     def _params(self) -> tuple[Any, ...]:
         return (id(self),)

@@ -101,6 +101,9 @@ class OPT(nn.Module):
         generator: random source for V and for the coordinate subsets.
     """
 
+    neurons: Tensor  # buffers, registered in __init__
+    coords: Tensor
+
     def __init__(
         self,
         layer: nn.Module,

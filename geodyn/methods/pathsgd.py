@@ -44,6 +44,7 @@ rescaling symmetry that defines the geometry does not hold there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +123,9 @@ def _path_pass(
 ) -> tuple[Tensor, dict[Tensor, Tensor]]:
     r"""sum over paths of prod |w_e|^p, and the leaves |w|^p (with grad if ``track``)."""
     params = [q for layer in layers if isinstance(layer, _WEIGHTED) for q in layer.parameters()]
-    powered = {q: q.detach().abs().pow(p).requires_grad_(track) for q in params}
+    powered: dict[Tensor, Tensor] = {
+        q: q.detach().abs().pow(p).requires_grad_(track) for q in params
+    }
     ref = params[0]
     h = torch.ones((1, *input_shape), dtype=ref.dtype, device=ref.device)
     for layer in layers:
@@ -262,11 +265,14 @@ class PathSGD(torch.optim.Optimizer):
         return directions
 
     def _ratio(self, directions: dict[Tensor, Tensor]) -> float:
-        if "path_ratio" not in self.state:
-            sgd = sum(float(q.grad.norm()) for q in directions)
+        # a str key: torch's stub types the state as keyed by tensors only; state_dict()
+        # keeps non-tensor keys as they are
+        state: dict[Any, Any] = self.state
+        if "path_ratio" not in state:
+            sgd = sum(float(q.grad.norm()) for q in directions if q.grad is not None)
             path = sum(float(d.norm()) ** 2 for d in directions.values())
-            self.state["path_ratio"] = (sgd / path) ** 0.5 if path > 0 else 1.0
-        return self.state["path_ratio"]
+            state["path_ratio"] = (sgd / path) ** 0.5 if path > 0 else 1.0
+        return state["path_ratio"]
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]

@@ -104,7 +104,8 @@ class PeriodicSampling(OptimizerWrapper):
         self.count += 1
         if self.mode == "pwalks":
             self.snapshots.append([p.detach().clone() for p in params])
-            del self.snapshots[: -self.last_k]  # type: ignore[index]
+            assert self.last_k is not None  # __init__ requires it for mode='pwalks'
+            del self.snapshots[: -self.last_k]
         elif self.accumulator is None:
             self.accumulator = [p.detach().clone() for p in params]
         elif self.mode == "pswa":  # running mean: m += (w - m) / n
