@@ -23,6 +23,7 @@ test: $(VENV)/.installed lint
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check geodyn tests benchmarks examples
+	$(PY) -m mypy geodyn
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run
