@@ -119,7 +119,7 @@ def test_state_dict_round_trip_into_fresh_model_keeps_binding_and_values():
     fresh = _mlp(seed=1)
     constrain_model(fresh, unit_norm_neurons, radius=0.5)
     buffer.seek(0)
-    fresh.load_state_dict(torch.load(buffer))
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
     for (name, p), (name2, q) in zip(
         model.named_parameters(), fresh.named_parameters(), strict=True
     ):

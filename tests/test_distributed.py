@@ -233,7 +233,7 @@ def _launch(out_dir: Path) -> list[dict[str, Any]]:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 @pytest.fixture(scope="module")

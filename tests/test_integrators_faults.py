@@ -172,7 +172,7 @@ def test_checkpoint_resume_is_bit_identical():
     torch.save({"params": [p.detach() for p in params], "opt": opt.state_dict()}, buffer)
     del params, opt
     buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = torch.load(buffer, weights_only=True)
     fresh = model(seed=99)
     with torch.no_grad():
         for p, v in zip(fresh, saved["params"], strict=True):

@@ -258,7 +258,7 @@ def test_state_dict_round_trip_keeps_binding_values_and_dynamics():
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
     fresh, fresh_opt = orthogonal_model(_convnet(F64))
     buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = torch.load(buffer, weights_only=True)
     fresh.load_state_dict(saved["model"])
     fresh_opt.load_state_dict(saved["opt"])
     for (n, p), (m, q) in zip(model.named_parameters(), fresh.named_parameters(), strict=True):
