@@ -128,7 +128,7 @@ MANIFOLDS: tuple[str, ...] = (
     *(f"Stiefel {r}" for r in STIEFEL_RETRACTIONS),
     "Stiefel SHAKE",
 )
-GEODYN_OPTIMIZERS: tuple[str, ...] = ("RSGD", "BAOAB", "Constrained(Adam)")
+GEODYN_OPTIMIZERS: tuple[str, ...] = ("RSGD", "RSGD compiled", "BAOAB", "Constrained(Adam)")
 
 
 def _geodyn_optimizer(
@@ -136,8 +136,8 @@ def _geodyn_optimizer(
 ) -> torch.optim.Optimizer:
     import geodyn.integrators as gi
 
-    if kind == "RSGD":
-        return gi.RiemannianSGD(groups, lr=LR, momentum=MOMENTUM)
+    if kind in ("RSGD", "RSGD compiled"):
+        return gi.RiemannianSGD(groups, lr=LR, momentum=MOMENTUM, compiled=kind != "RSGD")
     if kind == "BAOAB":
         gen = torch.Generator(device=groups[0]["params"][0].device).manual_seed(0)
         return gi.Splitting(
@@ -149,7 +149,10 @@ def _geodyn_optimizer(
 
 
 def applicable(manifold_name: str, kind: str) -> bool:
-    """Whether the pair is a case: a SHAKE drift exists only in the splitting integrators."""
+    """Whether the pair is a case: a SHAKE drift exists only in the splitting integrators;
+    the compiled step only where the manifold's transport is linear (the lazy momentum)."""
+    if kind == "RSGD compiled":
+        return manifold_name in ("Oblique rows", "LpSphere p=3", "Stiefel qr")
     return kind == "BAOAB" or manifold_name != "Stiefel SHAKE"
 
 

@@ -153,7 +153,8 @@ def _target(rec: dict, refs: dict[str, float]) -> dict:
     """Reference time, bound and verdict of a geodyn case (empty for baselines)."""
     if rec["baseline"] or rec["family"] not in BOUND:
         return {}
-    base = {"RSGD": ("sgd",), "BAOAB": ("sgd", "noise"), "Constrained(Adam)": ("adam",)}
+    base = {"RSGD": ("sgd",), "RSGD compiled": ("sgd",), "BAOAB": ("sgd", "noise"),
+            "Constrained(Adam)": ("adam",)}
     parts = list(base[rec["optimizer"]]) + (["cholqr"] if rec["family"] == "stiefel" else [])
     if any(p not in refs for p in parts):
         return {}

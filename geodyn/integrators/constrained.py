@@ -125,7 +125,7 @@ class Constrained(Optimizer):
         saved_state = {p: _clone_state(self.state[p]) for p in params if p in self.state}
         try:
             with no_autocast():
-                self._step(params)
+                self._step(params, dict(zip(params, saved_x, strict=True)))
         except Exception as err:
             for p, x in zip(params, saved_x, strict=True):
                 p.data.copy_(x)
@@ -143,7 +143,7 @@ class Constrained(Optimizer):
             )
         return loss
 
-    def _step(self, params: list[Tensor]) -> None:
+    def _step(self, params: list[Tensor], saved_x: dict[Tensor, Tensor]) -> None:
         if not all_finite(*(local(p.grad) for p in params)):  # type: ignore[arg-type]
             bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))  # type: ignore[arg-type]
             raise NonFiniteError(
@@ -156,7 +156,7 @@ class Constrained(Optimizer):
             return None if p.grad is None else declared_manifold(p, group)
 
         constrained = stacks(self.param_groups, select)
-        old = [s.gather(s.params).clone() for s in constrained]
+        old = [s.gather([saved_x[p] for p in s.params]) for s in constrained]
         for s, x in zip(constrained, old, strict=True):
             grads: list[Tensor] = []
             for p in s.params:

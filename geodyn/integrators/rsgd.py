@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..manifolds import Manifold
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._stacks import Stack, manifold_of, stacks
 
@@ -48,6 +49,11 @@ class RiemannianSGD(GeometricOptimizer):
         nonfinite: "raise" or "skip" on a non-finite gradient.
         seed: seed of the optimizer's generator (unused by this deterministic method).
         generator: a :class:`torch.Generator` instead of ``seed``.
+        compiled: run the momentum step of manifolds with linear transport (no
+            Nesterov) as one ``torch.compile``-d function per stack: its row reductions
+            and elementwise updates fuse into a few kernels. The finiteness check and the
+            commit stay eager, so a step is still all or nothing. The first steps
+            compile (seconds); worth it for long runs on large weights.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class RiemannianSGD(GeometricOptimizer):
         nonfinite: str = "raise",
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        compiled: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -73,6 +80,8 @@ class RiemannianSGD(GeometricOptimizer):
             manifold=manifold,
         )
         super().__init__(params, defaults, nonfinite=nonfinite, seed=seed, generator=generator)
+        self.compiled = bool(compiled)
+        self._momentum_step = torch.compile(momentum_step) if compiled else momentum_step
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -122,14 +131,30 @@ class RiemannianSGD(GeometricOptimizer):
         The stored buffer b_n is tangent at x_n, the point it was used at, and moved to
         T_{x_{n+1}} M by the next step's projection.
         """
-        group, manifold = stack.group, stack.manifold
-        params = stack.params
+        group, params = stack.group, stack.params
+        old = None
         if params[0] in self.state and "momentum_buffer" in self.state[params[0]]:
             old = stack.gather([self.state[p]["momentum_buffer"] for p in params])
-            damp = group["dampening"]
-            raw = torch.mul(old, group["momentum"]).add_(g, alpha=1 - damp)
-        else:
-            raw = g
-        buf = manifold.proj_tangent(x, raw)
-        x_new = manifold.retract(x, torch.mul(buf, -group["lr"]))
+        x_new, buf = self._momentum_step(
+            stack.manifold, x, g, old, group["momentum"], group["dampening"], group["lr"]
+        )
         return Proposal(stack, x_new, {"momentum_buffer": buf})
+
+
+def momentum_step(
+    manifold: Manifold,
+    x: Tensor,
+    g: Tensor,
+    old: Tensor | None,
+    momentum: float,
+    dampening: float,
+    lr: float,
+) -> tuple[Tensor, Tensor]:
+    """b = P_x(mu b_old + (1 - delta) g) (b = P_x g without b_old), x' = R_x(-lr b).
+
+    A pure function of tensors (no state, no mutation of its inputs), so that
+    ``torch.compile`` can fuse it.
+    """
+    raw = g if old is None else torch.mul(old, momentum).add_(g, alpha=1 - dampening)
+    buf = manifold.proj_tangent(x, raw)
+    return manifold.retract(x, torch.mul(buf, -lr)), buf
