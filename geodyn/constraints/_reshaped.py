@@ -94,6 +94,11 @@ class Reshaped(Manifold):
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return self._back(self.base.transp(self._view(x), self._view(y), self._view(v)))
 
+    @property
+    def linear_transport(self) -> bool:
+        """The base manifold's: a reshape is linear, so it keeps a linear transport so."""
+        return self.base.linear_transport
+
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         y, w = self.base.retr_transp(self._view(x), self._view(u), self._view(v))
         return self._back(y), self._back(w)
