@@ -177,6 +177,44 @@ def _fsdp2_train(rank: int) -> dict[str, Any]:
     return out
 
 
+def _fsdp2_faults(rank: int) -> dict[str, Any]:
+    """A NaN in rank 0's shard only: every rank must skip (or raise) the step together."""
+    from torch.distributed.fsdp import fully_shard
+
+    out: dict[str, Any] = {}
+    for name in ("rsgd", "constrained"):
+        model = _sphere_model()
+        fully_shard(model)
+        groups = _fsdp2_groups(model, geodyn.Sphere())
+        opt: torch.optim.Optimizer = (
+            geodyn.RiemannianSGD(groups, lr=0.05, momentum=0.9, nonfinite="skip")
+            if name == "rsgd"
+            else geodyn.Constrained(torch.optim.SGD(groups, lr=0.05), nonfinite="raise")
+        )
+        x, y = _batch(rank)
+        nn.functional.mse_loss(model(x), y).backward()
+        w = model[0].weight
+        if rank == 0:
+            w.grad.to_local()[0, 0] = float("nan")
+        before = w.to_local().detach().clone()
+        try:
+            opt.step()
+            out[name] = "stepped"
+        except geodyn.NonFiniteError:
+            out[name] = "raised"
+        out[f"{name}/unchanged"] = torch.equal(w.to_local().detach(), before)
+    # Oblique(dim=-1) has ndim 2: its point shape is the local row shard's, not the weight's
+    oblique = _sphere_model()
+    fully_shard(oblique)
+    w = oblique[0].weight
+    opt = geodyn.RiemannianSGD(_fsdp2_groups(oblique, geodyn.Oblique(dim=-1)), lr=0.05)
+    x, y = _batch(rank)
+    nn.functional.mse_loss(oblique(x), y).backward()
+    opt.step()
+    out["oblique_rows"] = w.full_tensor().detach().clone()
+    return out
+
+
 def _sphere_model() -> nn.Module:
     """An (8, 5) hidden weight with unit rows, not bound (fully_shard would drop it)."""
     torch.manual_seed(0)
@@ -198,6 +236,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "dtensor": _dtensor_cases(),
             "fsdp": _fsdp_cases(),
             "fsdp2_train": _fsdp2_train(rank),
+            "fsdp2_faults": _fsdp2_faults(rank),
         }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -366,6 +405,26 @@ def test_fsdp2_stiefel_shards_are_refused_by_the_integrator(ranks: list[dict[str
     for r in ranks:
         msg = r["fsdp2_train"]["stiefel"]
         assert msg is not None and "sharded along dimension" in msg and "Stiefel" in msg
+
+
+def test_fsdp2_a_fault_on_one_shard_stops_every_rank(ranks: list[dict[str, Any]]) -> None:
+    for r in ranks:
+        faults = r["fsdp2_faults"]
+        assert faults["rsgd"] == "stepped"  # skipped with a warning, on both ranks
+        assert faults["rsgd/unchanged"] is True
+        assert faults["constrained"] == "raised"
+        assert faults["constrained/unchanged"] is True
+
+
+def test_fsdp2_oblique_rows_step_on_row_shards(ranks: list[dict[str, Any]]) -> None:
+    model = _sphere_model()
+    batches = [_batch(r) for r in range(WORLD)]
+    opt = geodyn.RiemannianSGD(_fsdp2_groups(model, geodyn.Oblique(dim=-1)), lr=0.05)
+    (sum(nn.functional.mse_loss(model(x), y) for x, y in batches) / WORLD).backward()
+    opt.step()
+    for r in ranks:
+        torch.testing.assert_close(r["fsdp2_faults"]["oblique_rows"], model[0].weight.detach(),
+                                   rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------- without a process group

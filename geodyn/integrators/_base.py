@@ -19,12 +19,16 @@ from torch.optim import Optimizer
 
 from ..manifolds import ConvergenceError
 from ..manifolds.base import all_finite
-from ._sharding import local
+from ._sharding import agree, local
 from ._stacks import Stack
 
 __all__ = ["GeometricOptimizer", "NonFiniteError", "Proposal"]
 
 _NONFINITE = ("raise", "skip")
+_ELSEWHERE = (
+    "the step failed on another rank holding a shard of these parameters (a non-finite "
+    "value or a failed constraint solve there); every rank skips or raises it together"
+)
 
 
 class NonFiniteError(ValueError):
@@ -39,6 +43,11 @@ class Proposal:
     x: Tensor
     state: dict[str, Tensor] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
+
+
+def skippable(err: Exception) -> bool:
+    """Whether ``nonfinite="skip"`` may skip a step that raised ``err``."""
+    return isinstance(err, NonFiniteError | ConvergenceError)
 
 
 def check_finite(stack: Stack, t: Tensor, what: str) -> None:
@@ -182,6 +191,7 @@ class GeometricOptimizer(Optimizer, abc.ABC):
     def _transaction(self, propose: Callable[[], list[Proposal]]) -> bool:
         """Run ``propose``; commit its values if it succeeded, else apply the fault policy."""
         generator_state = self.generator.get_state()
+        error: Exception | None = None
         try:
             with no_autocast():
                 proposals = propose()
@@ -192,11 +202,16 @@ class GeometricOptimizer(Optimizer, abc.ABC):
                     for key, t in pr.state.items():
                         check_finite(pr.stack, t, f"the new state {key!r}")
         except Exception as err:
+            error = err
+        params = [p for group in self.param_groups for p in group["params"]]
+        if not agree(error is None, params) and error is None:
+            error = NonFiniteError(_ELSEWHERE)
+        if error is not None:
             self.generator.set_state(generator_state)
-            if self.nonfinite == "raise" or not isinstance(err, NonFiniteError | ConvergenceError):
-                raise
+            if self.nonfinite == "raise" or not skippable(error):
+                raise error
             warnings.warn(
-                f"step skipped, parameters and optimizer state unchanged: {err}",
+                f"step skipped, parameters and optimizer state unchanged: {error}",
                 RuntimeWarning,
                 stacklevel=4,
             )

@@ -20,12 +20,14 @@ A point split across ranks is refused, with the fix in the message:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
 
-__all__ = ["check_unsharded", "coupled_dims", "local"]
+__all__ = ["agree", "check_unsharded", "coupled_dims", "local"]
 
 
 def coupled_dims(manifold: Manifold, dim: int) -> tuple[int, ...]:
@@ -48,6 +50,28 @@ def local(t: Tensor) -> Tensor:
     """
     to_local = getattr(t, "to_local", None)
     return t if to_local is None else to_local()
+
+
+def agree(ok: bool, params: Iterable[Tensor]) -> bool:
+    """Whether the step succeeded on every rank holding a shard of ``params``.
+
+    Each rank checks only its own shard (finiteness, SHAKE): ``ok`` is reduced with MIN
+    over the process group of the first DTensor among ``params``, so that every rank
+    commits, skips or raises together. Without DTensors, ``ok`` itself.
+    """
+    if not torch.distributed.is_available():
+        return ok
+    from torch.distributed.tensor import DTensor
+
+    mesh = next((p.device_mesh for p in params if isinstance(p, DTensor)), None)
+    if mesh is None:
+        return ok
+    device = torch.device(mesh.device_type)
+    if device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    flag = torch.tensor([int(ok)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN, group=mesh.get_group())
+    return bool(flag.item())
 
 
 def _sharded_dims(param: Tensor) -> tuple[int, ...]:

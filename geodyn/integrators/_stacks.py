@@ -87,7 +87,8 @@ class Stack:
     @property
     def point_shape(self) -> tuple[int, ...]:
         nd = self.manifold.ndim
-        return tuple(self.params[0].shape[len(self.params[0].shape) - nd :]) if nd else ()
+        shape = local(self.params[0]).shape  # a shard's own shape: its points are whole
+        return tuple(shape[len(shape) - nd :]) if nd else ()
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -145,7 +146,8 @@ def stacks(
             manifold.check_shape(tuple(p.shape), "parameter")
             check_unsharded(p, manifold)
             nd = manifold.ndim
-            point = tuple(p.shape[p.dim() - nd :]) if nd else ()
+            shape = local(p).shape
+            point = tuple(shape[len(shape) - nd :]) if nd else ()
             alone = p if p.numel() >= _OWN_STACK else None
             k = (manifold, point, p.dtype, p.device, key(p), alone)
             if k in by_key:

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ..manifolds import ConvergenceError
 from ..manifolds.base import all_finite
-from ._base import NonFiniteError, check_finite, no_autocast
-from ._sharding import local
+from ._base import _ELSEWHERE, NonFiniteError, check_finite, no_autocast, skippable
+from ._sharding import agree, local
 from ._stacks import Stack, declared_manifold, stacks
 
 __all__ = ["TANGENT_STATE_KEYS", "Constrained"]
@@ -123,10 +122,15 @@ class Constrained(Optimizer):
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         saved_x = [p.detach().clone() for p in params]
         saved_state = {p: _clone_state(self.state[p]) for p in params if p in self.state}
+        error: Exception | None = None
         try:
             with no_autocast():
                 self._step(params, dict(zip(params, saved_x, strict=True)))
         except Exception as err:
+            error = err
+        if not agree(error is None, params) and error is None:
+            error = NonFiniteError(_ELSEWHERE)
+        if error is not None:
             for p, x in zip(params, saved_x, strict=True):
                 p.data.copy_(x)
             for p in params:
@@ -134,10 +138,10 @@ class Constrained(Optimizer):
                     self.state[p] = saved_state[p]
                 elif p in self.state:
                     del self.state[p]
-            if self.nonfinite == "raise" or not isinstance(err, NonFiniteError | ConvergenceError):
-                raise
+            if self.nonfinite == "raise" or not skippable(error):
+                raise error
             warnings.warn(
-                f"step skipped, parameters and optimizer state unchanged: {err}",
+                f"step skipped, parameters and optimizer state unchanged: {error}",
                 RuntimeWarning,
                 stacklevel=3,
             )

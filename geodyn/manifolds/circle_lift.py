@@ -56,23 +56,24 @@ class CircleLift(Sphere):
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """P_z v = i z Im(conj(z) v) / |z|^2."""
         z, t = self._angle(x, v)
-        return torch.view_as_real(z * 1j) * t.unsqueeze(-1)
+        return (torch.view_as_real(z * 1j) * t.unsqueeze(-1)).to(x.dtype)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The rotation z e^{i t} by the angle t of the tangent part i z t of u."""
         z, t = self._angle(x, u)
-        return torch.view_as_real(z * _turn(t))
+        return torch.view_as_real(z * _turn(t)).to(x.dtype)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         """The rotation exp_z(P_z v) = z e^{i t}, renormalised to radius r."""
         z, t = self._angle(x, v)
-        return self._on_circle(z * _turn(t))
+        return self._on_circle(z * _turn(t)).to(x.dtype)
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Rotate x by the angle of u and carry v along the same rotation (parallel transport)."""
         z, t = self._angle(x, u)
         turn = _turn(t)
-        return self._on_circle(z * turn), torch.view_as_real(_complex(v) * turn)
+        moved = torch.view_as_real(_complex(v) * turn)
+        return self._on_circle(z * turn).to(x.dtype), moved.to(v.dtype)
 
     def _on_circle(self, y: Tensor) -> Tensor:
         """y r / |y| as (real, imaginary) pairs: the rounding of a rotation removed."""
@@ -88,10 +89,14 @@ class CircleLift(Sphere):
 
 
 def _complex(x: Tensor) -> Tensor:
-    """The pairs of the last dimension as complex numbers (a view where the layout allows)."""
+    """The pairs of the last dimension as complex numbers (a view where the layout allows).
+
+    Half precisions are computed in float32; the verbs cast their results back.
+    """
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    return torch.view_as_complex(x if x.stride(-1) == 1 and x.is_contiguous() else x.contiguous())
+    viewable = x.is_contiguous() and x.storage_offset() % 2 == 0
+    return torch.view_as_complex(x if viewable else x.clone(memory_format=torch.contiguous_format))
 
 
 def _abs2(z: Tensor) -> Tensor:

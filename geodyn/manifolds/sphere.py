@@ -94,7 +94,7 @@ class Oblique(Manifold):
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
-        return y.mul_(self.radius / safe_norm(y, self.dim))
+        return y * (self.radius / safe_norm(y, self.dim))
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """Exact geodesic: cos(|u|/r) x + r sin(|u|/r) u/|u| (x on M, u tangent)."""

@@ -65,7 +65,8 @@ def _polar(y: Tensor) -> Tensor:
     ``_KAPPA2_ONE_PASS``; an SVD is the fallback for a numerically singular Y.
     """
     for attempt in range(2):
-        s, w = torch.linalg.eigh((y.mT @ y).double())
+        y64 = y.double()
+        s, w = torch.linalg.eigh(y64.mT @ y64)
         if bool((s[..., :1] <= 0).any()):
             u, _, vh = torch.linalg.svd(y, full_matrices=False)
             return u @ vh
@@ -174,8 +175,6 @@ class Stiefel(Manifold):
             y = self._retract_cayley(xt, vt)
         else:
             y = self._retract_exp(xt, vt)
-        if torch.compiler.is_compiling():
-            return self._tall(y, wide)
         polished: Tensor | None = y
         if self.retraction != "polar" and all_finite(y):
             # the solve / matrix exponential leave |Y^T Y - I| at a few 1e-6 in float32 and
