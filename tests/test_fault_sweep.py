@@ -379,3 +379,28 @@ def test_regression_step_rollback_on_value_error() -> None:
     with pytest.raises(ValueError):
         opt.step()
     assert torch.equal(p.detach(), x)
+
+
+def test_regression_circle_lift_accepts_odd_storage_offsets() -> None:
+    # a gradient-bucket view can start at an odd offset: no complex view of it exists
+    m = CircleLift()
+    x = m.lift(torch.linspace(-0.5, 0.5, 5, dtype=torch.float64))
+    g = torch.randn(11, dtype=torch.float64)[1:].view(5, 2)
+    torch.testing.assert_close(m.proj_tangent(x, g), m.proj_tangent(x, g.clone()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_regression_circle_lift_keeps_half_dtypes(dtype: torch.dtype) -> None:
+    m = CircleLift()
+    x = m.lift(torch.linspace(-0.5, 0.5, 5)).to(dtype)
+    v = m.proj_tangent(x, torch.randn(5, 2).to(dtype))
+    assert v.dtype == dtype
+    assert m.retract(x, v).dtype == dtype
+    assert all(t.dtype == dtype for t in m.retr_transp(x, v, v))
+
+
+def test_regression_sphere_retract_is_differentiable() -> None:
+    x = Sphere().random_point(3, 4, dtype=torch.float64)
+    v = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    Sphere().retract(x, v).sum().backward()
+    assert v.grad is not None and bool(torch.isfinite(v.grad).all())
