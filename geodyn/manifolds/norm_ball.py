@@ -52,12 +52,14 @@ class NormBall(Manifold):
 
     def constraint(self, x: Tensor) -> Tensor:
         r2 = self.radius**2
-        return ((x * x).sum(-1, keepdim=True) - r2) / (2 * r2)
+        return (torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() - r2) / (2 * r2)
 
     def on_boundary(self, x: Tensor) -> Tensor:
         """Mask (..., 1): whether x lies on the sphere |x| = r up to ``boundary_atol``."""
-        atol = self.boundary_atol if self.boundary_atol is not None else default_atol(x.dtype)
-        return self.constraint(x) >= -atol
+        return self.constraint(x) >= -self._atol(x.dtype)
+
+    def _atol(self, dtype: torch.dtype) -> float:
+        return self.boundary_atol if self.boundary_atol is not None else default_atol(dtype)
 
     def project(self, x: Tensor) -> Tensor:
         """The radial clip x min(1, r/|x|): the nearest point of the ball."""
@@ -67,8 +69,10 @@ class NormBall(Manifold):
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """v inside; at the boundary, v minus its outward normal component (the cone)."""
-        outward = ((x * v).sum(-1, keepdim=True) / (x * x).sum(-1, keepdim=True)).clamp(min=0)
-        return v - x * torch.where(self.on_boundary(x), outward, torch.zeros_like(outward))
+        sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
+        outward = ((x * v).sum(-1, keepdim=True) / sq).clamp(min=0)
+        on_boundary = sq >= self.radius**2 * (1 - 2 * self._atol(x.dtype))  # c(x) >= -atol
+        return torch.addcmul(v, x, torch.where(on_boundary, outward, 0.0), value=-1)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v

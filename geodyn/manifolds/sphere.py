@@ -127,9 +127,9 @@ class Oblique(Manifold):
         return torch.addcmul(v, u, along_u).addcmul_(x, along_x)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
-        a = self._dot(x, x)
+        a = self._sqnorm(x)
         b = self._dot(x, y)
-        d = self._dot(y, y) - self.radius**2
+        d = self._sqnorm(y) - self.radius**2
         disc = b * b - a * d
         if bool((~(disc >= 0)).any()):  # negative, or NaN from overflow
             worst = float((-disc / a.square()).nan_to_num(nan=float("inf")).clamp(min=0).max())
