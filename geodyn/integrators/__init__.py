@@ -6,6 +6,7 @@ Every integrator talks to manifolds only through the interface of
 """
 
 from ._base import GeometricOptimizer, NonFiniteError
+from ._portable import group_manifolds_kept, without_manifolds
 from ._stacks import manifold_of
 from .constrained import TANGENT_STATE_KEYS, Constrained
 from .overdamped import Overdamped
@@ -23,5 +24,7 @@ __all__ = [
     "RiemannianSGD",
     "Splitting",
     "compile_scheme",
+    "group_manifolds_kept",
     "manifold_of",
+    "without_manifolds",
 ]

@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 
 from ..manifolds import ConvergenceError
 from ..manifolds.base import all_finite
+from ._portable import group_manifolds_kept, without_manifolds
 from ._sharding import agree, local
 from ._stacks import Stack
 
@@ -144,9 +145,7 @@ class GeometricOptimizer(Optimizer, abc.ABC):
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Torch's optimizer state plus ``"generator"``: the noise generator's state."""
-        out = super().state_dict()
-        for group in out["param_groups"]:
-            group.pop("manifold", None)  # an object: torch.load(weights_only=True) refuses it
+        out = without_manifolds(super().state_dict())
         out["generator"] = self.generator.get_state()
         return out
 
@@ -154,10 +153,8 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         """Restore parameters' state, param groups and the noise generator."""
         state_dict = dict(state_dict)
         generator_state = state_dict.pop("generator", None)
-        manifolds = [group["manifold"] for group in self.param_groups]
-        super().load_state_dict(state_dict)
-        for group, manifold in zip(self.param_groups, manifolds, strict=True):
-            group.setdefault("manifold", manifold)
+        with group_manifolds_kept(self):
+            super().load_state_dict(state_dict)
         if generator_state is not None:
             self.generator.set_state(generator_state)
 
@@ -203,7 +200,7 @@ class GeometricOptimizer(Optimizer, abc.ABC):
                         check_finite(pr.stack, t, f"the new state {key!r}")
         except Exception as err:
             error = err
-        params = [p for group in self.param_groups for p in group["params"]]
+        params = (p for group in self.param_groups for p in group["params"])
         if not agree(error is None, params) and error is None:
             error = NonFiniteError(_ELSEWHERE)
         if error is not None:

@@ -25,6 +25,7 @@ from torch.optim import Optimizer
 
 from ..manifolds.base import all_finite
 from ._base import _ELSEWHERE, NonFiniteError, check_finite, no_autocast, skippable
+from ._portable import group_manifolds_kept, without_manifolds
 from ._sharding import agree, local
 from ._stacks import Stack, declared_manifold, stacks
 
@@ -86,19 +87,14 @@ class Constrained(Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state dict, without the groups' manifolds (objects)."""
-        out = self.base.state_dict()
-        for group in out["param_groups"]:
-            group.pop("manifold", None)
-        return out
+        return without_manifolds(self.base.state_dict())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load into the base optimizer."""
-        manifolds = {i: g["manifold"] for i, g in enumerate(self.param_groups) if "manifold" in g}
-        self.base.load_state_dict(state_dict)
-        self.param_groups = self.base.param_groups
-        self.state = self.base.state
-        for i, manifold in manifolds.items():
-            self.param_groups[i].setdefault("manifold", manifold)
+        with group_manifolds_kept(self):
+            self.base.load_state_dict(state_dict)
+            self.param_groups = self.base.param_groups
+            self.state = self.base.state
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)

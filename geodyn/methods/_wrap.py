@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from ..integrators import group_manifolds_kept, without_manifolds
+
 __all__ = ["OptimizerWrapper"]
 
 
@@ -54,9 +56,7 @@ class OptimizerWrapper(Optimizer):
         A param group's ``"manifold"`` (an object, which ``torch.load(weights_only=True)``
         refuses) is left out: :meth:`load_state_dict` keeps the loading optimizer's own.
         """
-        base = self.optimizer.state_dict()
-        for group in base["param_groups"]:
-            group.pop("manifold", None)
+        base = without_manifolds(self.optimizer.state_dict())
         return {"base": base, "method": self.method_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -65,17 +65,11 @@ class OptimizerWrapper(Optimizer):
                 f"state_dict of {type(self).__name__} must have keys 'base' and 'method' "
                 f"(from {type(self).__name__}.state_dict()), got {sorted(state_dict)}"
             )
-        manifolds = {
-            i: group["manifold"]
-            for i, group in enumerate(self.optimizer.param_groups)
-            if "manifold" in group
-        }
         self.load_method_state(state_dict["method"])
-        self.optimizer.load_state_dict(state_dict["base"])
-        self.param_groups = self.optimizer.param_groups
-        self.state = self.optimizer.state
-        for i, manifold in manifolds.items():
-            self.param_groups[i].setdefault("manifold", manifold)
+        with group_manifolds_kept(self):
+            self.optimizer.load_state_dict(state_dict["base"])
+            self.param_groups = self.optimizer.param_groups
+            self.state = self.optimizer.state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.optimizer!r})"
