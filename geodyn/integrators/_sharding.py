@@ -59,7 +59,7 @@ def agree(ok: bool, params: Iterable[Tensor]) -> bool:
     over the process group of the first DTensor among ``params``, so that every rank
     commits, skips or raises together. Without DTensors, ``ok`` itself.
     """
-    if not torch.distributed.is_available():
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return ok
     from torch.distributed.tensor import DTensor
 

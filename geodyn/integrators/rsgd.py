@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..manifolds import Manifold
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
-from ._stacks import Stack, manifold_of, stacks
+from ._stacks import manifold_of, stacks
 
 __all__ = ["RiemannianSGD"]
 
@@ -105,40 +105,29 @@ class RiemannianSGD(GeometricOptimizer):
             check_finite(stack, g, "the gradient")
             if wd:
                 g = torch.add(g, x, alpha=wd)
+            old = None
+            if mu and has_buffer(stack.params[0]):
+                old = stack.gather([self.state[p]["momentum_buffer"] for p in stack.params])
             if mu and not group["nesterov"] and manifold.linear_transport:
-                proposals.append(self._lazy_momentum(stack, x, g))
+                x_new, buf = self._momentum_step(
+                    manifold, x, g, old, mu, group["dampening"], group["lr"]
+                )
+                proposals.append(Proposal(stack, x_new, {"momentum_buffer": buf}))
                 continue
             d = manifold.proj_tangent(x, g)
             if mu == 0:
                 proposals.append(Proposal(stack, manifold.retract(x, torch.mul(d, -group["lr"]))))
                 continue
-            if has_buffer(stack.params[0]):
-                old = stack.gather([self.state[p]["momentum_buffer"] for p in stack.params])
-                damp = group["dampening"]
-                buf = torch.mul(old, mu).add_(d, alpha=1 - damp) if damp else d.add(old, alpha=mu)
-            else:
-                buf = d
+            buf = accumulate(old, d, mu, group["dampening"])
             u = torch.add(d, buf, alpha=mu) if group["nesterov"] else buf
             x_new, buf_new = manifold.retr_transp(x, torch.mul(u, -group["lr"]), buf)
             proposals.append(Proposal(stack, x_new, {"momentum_buffer": buf_new}))
         return proposals
 
-    def _lazy_momentum(self, stack: Stack, x: Tensor, g: Tensor) -> Proposal:
-        """The momentum step with the transport folded into the next projection.
 
-        With linear transport by projection, b_n = mu P_n b_{n-1} + (1 - delta) P_n g_n
-        = P_n (mu b_{n-1} + (1 - delta) g_n): one projection per step instead of two.
-        The stored buffer b_n is tangent at x_n, the point it was used at, and moved to
-        T_{x_{n+1}} M by the next step's projection.
-        """
-        group, params = stack.group, stack.params
-        old = None
-        if params[0] in self.state and "momentum_buffer" in self.state[params[0]]:
-            old = stack.gather([self.state[p]["momentum_buffer"] for p in params])
-        x_new, buf = self._momentum_step(
-            stack.manifold, x, g, old, group["momentum"], group["dampening"], group["lr"]
-        )
-        return Proposal(stack, x_new, {"momentum_buffer": buf})
+def accumulate(old: Tensor | None, v: Tensor, momentum: float, dampening: float) -> Tensor:
+    """The momentum buffer mu b_old + (1 - delta) v, or v on the first step (no b_old)."""
+    return v if old is None else torch.mul(old, momentum).add_(v, alpha=1 - dampening)
 
 
 def momentum_step(
@@ -152,9 +141,11 @@ def momentum_step(
 ) -> tuple[Tensor, Tensor]:
     """b = P_x(mu b_old + (1 - delta) g) (b = P_x g without b_old), x' = R_x(-lr b).
 
-    A pure function of tensors (no state, no mutation of its inputs), so that
-    ``torch.compile`` can fuse it.
+    The momentum step of a manifold with linear transport by projection: the buffer's
+    move to T_x M is folded into the projection of the new gradient,
+    mu P_x b_old + (1 - delta) P_x g = P_x(mu b_old + (1 - delta) g), so a step projects
+    once; the stored b is tangent at x, the point it was used at. A pure function of
+    tensors (no state, no mutation of its inputs), so that ``torch.compile`` can fuse it.
     """
-    raw = g if old is None else torch.mul(old, momentum).add_(g, alpha=1 - dampening)
-    buf = manifold.proj_tangent(x, raw)
+    buf = manifold.proj_tangent(x, accumulate(old, g, momentum, dampening))
     return manifold.retract(x, torch.mul(buf, -lr)), buf

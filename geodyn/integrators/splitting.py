@@ -230,18 +230,17 @@ class Splitting(GeometricOptimizer):
             drift = group["drift"]
             if drift == "auto":
                 drift = "retract" if manifold.geodesic_drift else "shake"
-            defer = projected_next and manifold.linear_transport
-            if drift == "retract" and defer:  # the next op's projection moves p
+            # no RATTLE here when the next op's projection does it (linear transport)
+            rattled = projected_next and manifold.linear_transport
+            if drift == "retract" and rattled:  # that projection also moves p
                 x_new, p = manifold.retract(phase.x, torch.mul(phase.p, h)), phase.p
-                tangent = False
             elif drift == "retract":
                 x_new, p = manifold.retr_transp(phase.x, torch.mul(phase.p, h), phase.p)
-                tangent = manifold.linear_transport  # retr_transp ended with the RATTLE
+                rattled = manifold.linear_transport  # the transport was the RATTLE
             else:
                 x_new = manifold.shake(phase.x, torch.add(phase.x, phase.p, alpha=h))
                 p = torch.sub(x_new, phase.x).div_(h)
-                tangent = False
-            if not tangent and not defer:
+            if not rattled:
                 p = manifold.rattle(x_new, p)
             phase.x, phase.p = x_new, p
         elif letter == "O":

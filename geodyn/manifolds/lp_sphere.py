@@ -20,7 +20,7 @@ from torch import Tensor
 from ._roots import bracketed_newton
 from ._tol import check_solver_args, solver_tol
 from .base import ConvergenceError, Manifold
-from .sphere import _check_radius
+from .sphere import _check_radius, safe_norm
 
 __all__ = ["LpSphere"]
 
@@ -81,10 +81,8 @@ class LpSphere(Manifold):
         return (self.p, self.radius, self.shake_tol, self.shake_maxiter)
 
     def _norm_p(self, x: Tensor) -> Tensor:
-        """||x||_p = m ||x / m||_p with m = max |x_i|, free of overflow and underflow in |x|^p."""
-        m = x.abs().amax(dim=-1, keepdim=True)
-        m = torch.where(m > 0, m, torch.ones_like(m))
-        return m * (x.abs() / m).pow(self.p).sum(dim=-1, keepdim=True).pow(1 / self.p)
+        """||x||_p along the last dimension, free of overflow and underflow in |x|^p."""
+        return safe_norm(x, -1, self.p)
 
     def normal(self, x: Tensor) -> Tensor:
         """n(x) = sign(x) |x|^(p-1), the gradient of ||x||_p^p / p."""

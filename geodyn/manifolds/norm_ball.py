@@ -20,6 +20,10 @@ from .sphere import _check_radius, safe_norm
 __all__ = ["NormBall"]
 
 
+def _sqnorm(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
+
+
 class NormBall(Manifold):
     r"""The ball ||x||_2 <= radius over the last dimension (``is_inequality = True``).
 
@@ -52,14 +56,16 @@ class NormBall(Manifold):
 
     def constraint(self, x: Tensor) -> Tensor:
         r2 = self.radius**2
-        return (torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() - r2) / (2 * r2)
+        return (_sqnorm(x) - r2) / (2 * r2)
 
     def on_boundary(self, x: Tensor) -> Tensor:
         """Mask (..., 1): whether x lies on the sphere |x| = r up to ``boundary_atol``."""
-        return self.constraint(x) >= -self._atol(x.dtype)
+        return self._touches(_sqnorm(x), x.dtype)
 
-    def _atol(self, dtype: torch.dtype) -> float:
-        return self.boundary_atol if self.boundary_atol is not None else default_atol(dtype)
+    def _touches(self, sq: Tensor, dtype: torch.dtype) -> Tensor:
+        """c(x) >= -atol, from sq = |x|^2: (sq - r^2) / (2 r^2) >= -atol."""
+        atol = self.boundary_atol if self.boundary_atol is not None else default_atol(dtype)
+        return sq >= self.radius**2 * (1 - 2 * atol)
 
     def project(self, x: Tensor) -> Tensor:
         """The radial clip x min(1, r/|x|): the nearest point of the ball."""
@@ -69,10 +75,9 @@ class NormBall(Manifold):
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """v inside; at the boundary, v minus its outward normal component (the cone)."""
-        sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
+        sq = _sqnorm(x)
         outward = ((x * v).sum(-1, keepdim=True) / sq).clamp(min=0)
-        on_boundary = sq >= self.radius**2 * (1 - 2 * self._atol(x.dtype))  # c(x) >= -atol
-        return torch.addcmul(v, x, torch.where(on_boundary, outward, 0.0), value=-1)
+        return torch.addcmul(v, x, torch.where(self._touches(sq, x.dtype), outward, 0.0), value=-1)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v

@@ -20,20 +20,21 @@ from .base import ConvergenceError, Manifold
 __all__ = ["Oblique", "Sphere"]
 
 
-def safe_norm(x: Tensor, dim: int) -> Tensor:
-    """|x| along ``dim`` (kept), without overflow or underflow of the squares.
+def safe_norm(x: Tensor, dim: int, p: float = 2.0) -> Tensor:
+    """||x||_p along ``dim`` (kept), without overflow or underflow of the powers |x_i|^p.
 
-    The plain norm, and where it is 0 or not finite m |x / m| with m = max |x_i|. Eager
-    code computes the second only when needed (one host sync); compiled code computes
-    both and selects, so the graph has no data-dependent branch.
+    The plain norm, and where it is 0 or not finite m ||x / m||_p with m = max |x_i|.
+    Eager code computes the second only when needed (one host sync); compiled code
+    computes both and selects, so the graph has no data-dependent branch.
     """
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    norm = torch.linalg.vector_norm(x, ord=p, dim=dim, keepdim=True)
     fine = torch.isfinite(norm) & (norm > 0)
     if not torch.compiler.is_compiling() and bool(fine.all()):
         return norm
     m = x.abs().amax(dim=dim, keepdim=True)
     m = torch.where(m > 0, m, torch.ones_like(m))
-    return torch.where(fine, norm, m * torch.linalg.vector_norm(x / m, dim=dim, keepdim=True))
+    scaled = m * torch.linalg.vector_norm(x / m, ord=p, dim=dim, keepdim=True)
+    return torch.where(fine, norm, scaled)
 
 
 def _check_radius(radius: float) -> float:

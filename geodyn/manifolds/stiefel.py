@@ -48,10 +48,10 @@ def _cholesky_qr(y: Tensor) -> Tensor | None:
     """
     for attempt in range(2):
         factor, info = torch.linalg.cholesky_ex(y.mT @ y)
-        d = torch.diagonal(factor, dim1=-2, dim2=-1)
-        kappa2 = (d.amax(-1) / d.amin(-1)).square()
         if bool((info != 0).any()):
             return None
+        d = torch.diagonal(factor, dim1=-2, dim2=-1)
+        kappa2 = (d.amax(-1) / d.amin(-1)).square()
         y = torch.linalg.solve_triangular(factor.mT, y, upper=True, left=False)
         if attempt == 1 or not bool((kappa2 > _KAPPA2_ONE_PASS).any()):
             break
