@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from geodyn.constraints import (
-    Reshaped,
     circle,
     constrain,
     constrain_model,
@@ -26,7 +25,7 @@ from geodyn.constraints import (
     residuals,
     unit_norm_neurons,
 )
-from geodyn.manifolds import Euclidean, Oblique, Sphere, default_atol
+from geodyn.manifolds import Euclidean, Oblique, Reshaped, Sphere, default_atol
 
 F64 = torch.float64
 

@@ -11,10 +11,8 @@ import torch
 from doc_examples import run_python_blocks
 from torch import nn
 
-from geodyn.constraints import Reshaped
-from geodyn.manifolds import Sphere
+from geodyn.manifolds import NeuronSpheres, Reshaped, Sphere
 from geodyn.methods import Lawn
-from geodyn.methods.lawn import NeuronSpheres
 from geodyn.testing import check_manifold
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "methods" / "lawn.md"

@@ -143,7 +143,7 @@ def test_lr_scheduler_drives_the_base():
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     opt.step()
     sched.step()
-    assert opt.optimizer.param_groups[0]["lr"] == 0.5
+    assert opt.base.param_groups[0]["lr"] == 0.5
 
 
 def test_bad_arguments_are_named():

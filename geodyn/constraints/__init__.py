@@ -1,6 +1,5 @@
 """The network face: manifolds bound to nn.Module parameters, presets, user-defined constraints."""
 
-from ._reshaped import Reshaped
 from .bind import constrain, constrained_parameters, is_lifted, residuals
 from .implicit import Implicit
 from .presets import (
@@ -16,7 +15,6 @@ from .presets import (
 __all__ = [
     "PRESETS",
     "Implicit",
-    "Reshaped",
     "circle",
     "constrain",
     "constrain_model",

@@ -6,7 +6,7 @@ geoopt's optimizers and every geodyn integrator (through ``manifold_of``) keep i
 
 * Weights of more than two dimensions (conv kernels, shape (out, in, kh, kw)) are
   constrained as the matrix (out, in * kh * kw) of neuron rows, through
-  :class:`Reshaped`; a wide matrix is left to the manifold (Stiefel treats
+  :class:`~geodyn.manifolds.Reshaped`; a wide matrix is left to the manifold (Stiefel treats
   n < p by transposition, W W^T = I).
 * A *lifted* manifold (one with ``lift(w) -> z`` and ``weight(z) -> w``, e.g. the circle
   lift with z = (q, xi), q^2 + xi^2 = r^2) stores z, of shape ``(*w.shape, 2)``, as the
@@ -28,8 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ..manifolds import Manifold
-from ._reshaped import Reshaped
+from ..manifolds import Manifold, Reshaped, as_geodyn
 
 __all__ = ["constrain", "constrained_parameters", "is_lifted", "residuals"]
 
@@ -37,10 +36,9 @@ Init = Literal["project", "random", "keep"]
 
 
 def is_lifted(manifold: Manifold) -> bool:
-    """Whether ``manifold`` stores a lifted point z with the weight w = ``manifold.weight(z)``."""
-    return callable(getattr(manifold, "lift", None)) and callable(
-        getattr(manifold, "weight", None)
-    )
+    """Whether ``manifold`` stores a lifted point z with the weight w = ``manifold.weight(z)``
+    (its declared ``lifted``)."""
+    return manifold.lifted
 
 
 class _LiftedWeight(nn.Module):
@@ -55,21 +53,6 @@ class _LiftedWeight(nn.Module):
 
     def right_inverse(self, w: Tensor) -> Tensor:
         return self.manifold.lift(w)
-
-
-def _as_geodyn(manifold: object) -> Manifold:
-    if isinstance(manifold, Manifold):
-        return manifold
-    if isinstance(manifold, geoopt.Manifold):
-        from .. import manifolds
-
-        convert = getattr(manifolds, "as_geodyn", None)
-        if convert is not None:
-            return convert(manifold)
-    raise ValueError(
-        f"manifold must be a geodyn Manifold (e.g. geodyn.manifolds.Sphere()), "
-        f"got {type(manifold).__name__}"
-    )
 
 
 def _geometry(manifold: Manifold, shape: tuple[int, ...]) -> Manifold:
@@ -92,12 +75,12 @@ def _initial_point(
         shape = (*w.shape, 2) if lifted else tuple(w.shape)
         return manifold.random_point(*shape, dtype=w.dtype, device=w.device, generator=generator)
     if lifted:
-        radius = float(manifold.radius)
+        bound = float(manifold.bound)
         if init == "project":
-            w = w.clamp(-radius, radius)
-        elif bool((w.abs() > radius).any()):
+            w = w.clamp(-bound, bound)
+        elif bool((w.abs() > bound).any()):
             raise ValueError(
-                f"init='keep' but {where} has entries with |w| > radius {radius} "
+                f"init='keep' but {where} has entries with |w| > bound {bound} "
                 f"(max {float(w.abs().max()):.3e}); use init='project' to clip them"
             )
         return manifold.lift(w)
@@ -148,7 +131,7 @@ def constrain(
         )
     if isinstance(param, geoopt.ManifoldParameter):
         raise ValueError(f"{where} is already on {param.manifold!r}; constrain it once")
-    base = _as_geodyn(manifold)
+    base = as_geodyn(manifold)
     lifted = is_lifted(base)
     geometry = base if lifted else _geometry(base, tuple(param.shape))
     reason = geometry.shape_error(

@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import manifolds
 from .bind import Init, constrain
+from .layers import select_layers
 
 __all__ = [
     "PRESETS",
@@ -32,9 +33,6 @@ __all__ = [
     "orthogonal",
     "unit_norm_neurons",
 ]
-
-LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
 
 def orthogonal(
     module: nn.Module, retraction: str = "qr", init: Init = "project"
@@ -102,21 +100,5 @@ def constrain_model(
                 f"preset must be one of {sorted(PRESETS)} or a callable, got {preset!r}"
             )
         preset = PRESETS[preset]
-    exclude = list(exclude)
-    names = dict(model.named_modules())
-    excluded_ids = set()
-    for item in exclude:
-        if isinstance(item, str):
-            if item not in names:
-                raise ValueError(f"exclude names {item!r}, which is not a submodule of the model")
-            excluded_ids.add(id(names[item]))
-        elif isinstance(item, nn.Module):
-            excluded_ids.add(id(item))
-        else:
-            raise ValueError(f"exclude takes module names or modules, got {type(item).__name__}")
-    layers = [
-        (name, m)
-        for name, m in names.items()
-        if isinstance(m, LAYER_TYPES) and id(m) not in excluded_ids
-    ]
+    layers = select_layers(model, exclude=exclude)
     return {name: preset(m, **kwargs) for name, m in layers}

@@ -1,29 +1,33 @@
 """Dynamics on any manifold: splitting integrators, Riemannian SGD, constraint-aware wrappers.
 
 Every integrator talks to manifolds only through the interface of
-:class:`geodyn.manifolds.Manifold` (``shake``, ``rattle``, ``proj_tangent``,
-``retract``, ``retr_transp``, ``transp``).
+:class:`geodyn.manifolds.Manifold` (``drift``, ``shake``, ``rattle``, ``proj_tangent``,
+``retract``, ``retr_transp``, ``transp`` and the declared capabilities), and finds a
+parameter's manifold only through :func:`manifold_of` / :func:`declared_manifold`.
 """
 
 from ._base import GeometricOptimizer, NonFiniteError
 from ._portable import group_manifolds_kept, without_manifolds
-from ._stacks import manifold_of
+from ._stacks import declared_manifold, manifold_of
 from .constrained import TANGENT_STATE_KEYS, Constrained
 from .overdamped import Overdamped
 from .rsgd import RiemannianSGD
 from .schemes import Program, compile_scheme
 from .splitting import Splitting
+from .wrapper import OptimizerWrapper
 
 __all__ = [
     "TANGENT_STATE_KEYS",
     "Constrained",
     "GeometricOptimizer",
     "NonFiniteError",
+    "OptimizerWrapper",
     "Overdamped",
     "Program",
     "RiemannianSGD",
     "Splitting",
     "compile_scheme",
+    "declared_manifold",
     "group_manifolds_kept",
     "manifold_of",
     "without_manifolds",

@@ -1,6 +1,7 @@
-"""What every geodyn integrator shares: a seeded noise generator kept in ``state_dict``,
-and all-or-nothing steps (new values are computed first and committed only when every
-parameter succeeded).
+"""What every geodyn optimizer shares: all-or-nothing steps (:func:`transaction`, the
+one fault policy of the integrators and of ``Constrained``) and, for the integrators, a
+seeded noise generator kept in ``state_dict`` (new values are computed first and
+committed only when every parameter succeeded).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -23,7 +24,9 @@ from ._portable import group_manifolds_kept, without_manifolds
 from ._sharding import agree, local
 from ._stacks import Stack
 
-__all__ = ["GeometricOptimizer", "NonFiniteError", "Proposal"]
+__all__ = ["GeometricOptimizer", "NonFiniteError", "Proposal", "transaction"]
+
+T = TypeVar("T")
 
 _NONFINITE = ("raise", "skip")
 _ELSEWHERE = (
@@ -101,6 +104,50 @@ def check_step_size(group: dict[str, Any]) -> None:
         raise ValueError(f"lr (the step size h) must be a finite number > 0, got {lr!r}")
 
 
+def check_nonfinite_policy(nonfinite: str) -> None:
+    """Raise ``ValueError`` unless ``nonfinite`` is ``"raise"`` or ``"skip"``."""
+    if nonfinite not in _NONFINITE:
+        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+
+
+def transaction(
+    attempt: Callable[[], T],
+    *,
+    params: Iterable[Tensor],
+    nonfinite: str,
+    rollback: Callable[[], None],
+    stacklevel: int = 2,
+) -> tuple[bool, T | None]:
+    """All or nothing: ``attempt()``, then (True, its result) when it succeeded on every rank.
+
+    On a fault (an exception here, or a failure on another rank holding a shard of
+    ``params``) ``rollback()`` undoes whatever the attempt changed, then the policy
+    ``nonfinite`` applies: ``"raise"`` re-raises; ``"skip"`` warns and returns
+    (False, None) for a skippable fault (:class:`NonFiniteError`, ``ConvergenceError``)
+    and re-raises any other. The attempt runs with autocast off.
+    """
+    error: Exception | None = None
+    result: T | None = None
+    try:
+        with no_autocast():
+            result = attempt()
+    except Exception as err:
+        error = err
+    if not agree(error is None, params) and error is None:
+        error = NonFiniteError(_ELSEWHERE)
+    if error is None:
+        return True, result
+    rollback()
+    if nonfinite == "raise" or not skippable(error):
+        raise error
+    warnings.warn(
+        f"step skipped, parameters and optimizer state unchanged: {error}",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+    return False, None
+
+
 class GeometricOptimizer(Optimizer, abc.ABC):
     """Base of the geodyn integrators: seeded noise, all-or-nothing steps, fault policy.
 
@@ -123,8 +170,7 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        check_nonfinite_policy(nonfinite)
         super().__init__(params, defaults)
         self.nonfinite = nonfinite
         self.generator = make_generator(seed, generator)
@@ -186,35 +232,32 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         return loss
 
     def _transaction(self, propose: Callable[[], list[Proposal]]) -> bool:
-        """Run ``propose``; commit its values if it succeeded, else apply the fault policy."""
+        """Run ``propose`` in a :func:`transaction`; commit its values if it succeeded."""
         generator_state = self.generator.get_state()
-        error: Exception | None = None
-        try:
-            with no_autocast():
-                proposals = propose()
+
+        def attempt() -> list[Proposal]:
+            proposals = propose()
             outputs = [t for pr in proposals for t in (pr.x, *pr.state.values())]
             if not all_finite(*outputs):
                 for pr in proposals:
                     check_finite(pr.stack, pr.x, "the new value")
                     for key, t in pr.state.items():
                         check_finite(pr.stack, t, f"the new state {key!r}")
-        except Exception as err:
-            error = err
-        params = (p for group in self.param_groups for p in group["params"])
-        if not agree(error is None, params) and error is None:
-            error = NonFiniteError(_ELSEWHERE)
-        if error is not None:
+            return proposals
+
+        def rollback() -> None:
             self.generator.set_state(generator_state)
-            if self.nonfinite == "raise" or not skippable(error):
-                raise error
-            warnings.warn(
-                f"step skipped, parameters and optimizer state unchanged: {error}",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            return False
-        self._commit(proposals)
-        return True
+
+        done, proposals = transaction(
+            attempt,
+            params=(p for group in self.param_groups for p in group["params"]),
+            nonfinite=self.nonfinite,
+            rollback=rollback,
+            stacklevel=5,
+        )
+        if proposals is not None:
+            self._commit(proposals)
+        return done
 
     def _commit(self, proposals: list[Proposal]) -> None:
         dst: list[Tensor] = []

@@ -1,8 +1,8 @@
 r"""Refusing parameters whose manifold points are split across ranks.
 
 A manifold couples the entries of one point: the trailing ``manifold.ndim``
-dimensions of a tensor, or only the axes ``manifold.coupled_dims`` where a manifold
-names them (an oblique matrix with ``dim=-1`` couples the entries of a row, not the
+dimensions of a tensor, or only the axes a manifold declares in ``coupled_dims``
+(an oblique matrix with ``dim=-1`` couples the entries of a row, not the
 rows). A parameter may be sharded along any other dimension: each rank then holds
 whole points and every verb is local, e.g. a ``(out, in)`` weight on
 ``Sphere()`` under FSDP2's ``Shard(0)``.
@@ -33,13 +33,10 @@ __all__ = ["agree", "check_unsharded", "coupled_dims", "local"]
 def coupled_dims(manifold: Manifold, dim: int) -> tuple[int, ...]:
     """The dimensions (in ``0..dim-1``) of a ``dim``-dimensional tensor coupled within a point.
 
-    ``manifold.coupled_dims`` (negative axes) where the manifold defines it, else the
-    last ``manifold.ndim`` dimensions.
+    The manifold's declared ``coupled_dims`` (negative axes; by default its last
+    ``ndim``), made non-negative.
     """
-    axes = getattr(manifold, "coupled_dims", None)
-    if axes is None:
-        axes = range(-manifold.ndim, 0)
-    return tuple(sorted(a % dim for a in axes)) if dim else ()
+    return tuple(sorted(a % dim for a in manifold.coupled_dims)) if dim else ()
 
 
 def local(t: Tensor) -> Tensor:

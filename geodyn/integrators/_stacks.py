@@ -13,50 +13,30 @@ once, when it is copied back into the parameter.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import geoopt
 import torch
 from torch import Tensor
 
-from .. import manifolds
-from ..manifolds import Euclidean, Manifold
+from ..manifolds import Euclidean, Manifold, as_geodyn
 from ._sharding import check_unsharded, local
 
 __all__ = ["Stack", "declared_manifold", "manifold_of", "stacks"]
 
-_ADAPTERS: weakref.WeakKeyDictionary[Any, Manifold] = weakref.WeakKeyDictionary()
-
-
-def _as_geodyn(manifold: Any) -> Manifold:
-    """A geodyn manifold for ``manifold`` (adapted once per geoopt manifold object)."""
-    if isinstance(manifold, Manifold):
-        return manifold
-    if manifold in _ADAPTERS:
-        return _ADAPTERS[manifold]
-    adapt = getattr(manifolds, "as_geodyn", None)
-    if adapt is None or not isinstance(manifold, geoopt.Manifold):
-        raise ValueError(
-            f"manifold {manifold!r} is not a geodyn manifold; pass a geodyn.manifolds "
-            "manifold (or a geoopt manifold that geodyn.manifolds.as_geodyn can adapt)"
-        )
-    adapted = adapt(manifold)
-    _ADAPTERS[manifold] = adapted
-    return adapted
-
 
 def declared_manifold(param: Tensor, group: dict[str, Any]) -> Manifold | None:
-    """The manifold given for ``param``: ``group["manifold"]``, else ``param.manifold``.
+    """The manifold given for ``param``: ``group["manifold"]``, else ``param.manifold``
+    (a geoopt manifold adapted by :func:`geodyn.manifolds.as_geodyn`).
 
-    Returns ``None`` for a parameter with no declared constraint.
+    Returns ``None`` for a parameter with no declared constraint. With
+    :func:`manifold_of`, the one place that reads a parameter's manifold.
     """
     manifold = group.get("manifold")
     if manifold is None:  # getattr, not isinstance: dynamo hides the subclass of params
         manifold = getattr(param, "manifold", None)
-    return None if manifold is None else _as_geodyn(manifold)
+    return None if manifold is None else as_geodyn(manifold)
 
 
 def manifold_of(param: Tensor, group: dict[str, Any]) -> Manifold:

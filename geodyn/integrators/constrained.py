@@ -3,7 +3,8 @@ r"""Make any torch optimizer constraint-aware.
 For every parameter with a declared manifold (``group["manifold"]`` or
 ``param.manifold``) one step of :class:`Constrained` is
 
-1. $g \leftarrow P_{x}(g)$: the Riemannian gradient replaces ``param.grad``;
+1. $g \leftarrow P_{x}(g)$: the Riemannian gradient replaces ``param.grad`` (with a
+   closure, after every evaluation the base makes, at the step's starting point x);
 2. the base optimizer's step, $x \to \tilde x$ (its own weight decay included);
 3. back onto M: $x' = R_{x}\big(P_{x}(\tilde x - x)\big)$ (``put_back="retract"``) or
    $x' = \mathrm{project}(\tilde x)$ (``put_back="project"``);
@@ -15,7 +16,6 @@ Parameters without a declared manifold are left entirely to the base optimizer.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,31 +24,38 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ..manifolds.base import all_finite
-from ._base import _ELSEWHERE, NonFiniteError, check_finite, no_autocast, skippable
-from ._portable import group_manifolds_kept, without_manifolds
-from ._sharding import agree, local
+from ._base import NonFiniteError, check_finite, check_nonfinite_policy, transaction
+from ._sharding import local
 from ._stacks import Stack, declared_manifold, stacks
+from .wrapper import OptimizerWrapper, check_optimizer
 
 __all__ = ["TANGENT_STATE_KEYS", "Constrained"]
 
-TANGENT_STATE_KEYS: frozenset[str] = frozenset({"momentum_buffer", "exp_avg"})
-"""Base-optimizer state keys holding tangent vectors (first moments, momenta).
+TANGENT_STATE_KEYS: frozenset[str] = frozenset({"momentum_buffer", "exp_avg", "grad_avg"})
+"""Base-optimizer state keys holding tangent vectors: the first moments and momenta of
+torch.optim (``momentum_buffer``: SGD, RMSprop, Muon; ``exp_avg``: Adam, AdamW, NAdam,
+RAdam, Adamax, SparseAdam; ``grad_avg``: centered RMSprop).
 
-Second moments (``exp_avg_sq``, ``max_exp_avg_sq``, ``square_avg``, ``sum``, ...) are
-elementwise scales, not vectors, and are left as they are.
+Left as they are: elementwise scales (``exp_avg_sq``, ``max_exp_avg_sq``,
+``square_avg``, ``acc_delta``, ``sum``, ``exp_inf``, ``step_size``), scalars, ASGD's
+``ax`` (an average of points, not a vector), Rprop's ``prev`` (sign bookkeeping whose
+zeros mark skipped entries; a projection would blur them) and LBFGS's memory (flat
+vectors over all parameters at once).
 """
 
 _PUT_BACK = ("retract", "project")
 
 
-class Constrained(Optimizer):
+class Constrained(OptimizerWrapper):
     """Wrap a torch optimizer so that parameters with a manifold stay on it.
 
-    The wrapper shares ``param_groups`` and ``state`` with the base optimizer, so LR
-    schedulers, ``zero_grad``, ``state_dict`` and ``load_state_dict`` act on the base.
+    The wrapper shares ``param_groups`` and ``state`` with the base optimizer (see
+    :class:`~geodyn.integrators.OptimizerWrapper`), so LR schedulers, ``zero_grad``,
+    ``state_dict`` and ``load_state_dict`` act on the base.
 
     Args:
-        base_optimizer: any :class:`torch.optim.Optimizer` (SGD, Adam, AdamW, RMSprop, ...).
+        base_optimizer: any :class:`torch.optim.Optimizer` (SGD, Adam, AdamW, RMSprop,
+            LBFGS with ``step(closure)``, ...).
         put_back: "retract" (retract from the old point along the tangent part of the
             base's update) or "project" (the manifold's projection of the base's result).
         tangent_state: state keys that hold tangent vectors; default
@@ -66,107 +73,99 @@ class Constrained(Optimizer):
         tangent_state: Iterable[str] = TANGENT_STATE_KEYS,
         nonfinite: str = "raise",
     ) -> None:
-        if not isinstance(base_optimizer, Optimizer):
-            raise ValueError(
-                f"base_optimizer must be a torch.optim.Optimizer, got {type(base_optimizer)}"
-            )
+        check_optimizer(base_optimizer, "base_optimizer")
         if put_back not in _PUT_BACK:
             raise ValueError(f"put_back must be 'retract' or 'project', got {put_back!r}")
-        if nonfinite not in ("raise", "skip"):
-            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
-        super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
-        self.base = base_optimizer
-        self.param_groups = base_optimizer.param_groups
-        self.state = base_optimizer.state
+        check_nonfinite_policy(nonfinite)
+        super().__init__(base_optimizer)
         self.put_back = put_back
         self.tangent_state = frozenset(tangent_state)
         self.nonfinite = nonfinite
 
     def __repr__(self) -> str:
-        return f"Constrained({self.base!r}, put_back={self.put_back!r})"
-
-    def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict, without the groups' manifolds (objects)."""
-        return without_manifolds(self.base.state_dict())
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load into the base optimizer."""
-        with group_manifolds_kept(self):
-            self.base.load_state_dict(state_dict)
-            self.param_groups = self.base.param_groups
-            self.state = self.base.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if hasattr(self, "base"):
-            self.base.add_param_group(param_group)
-        else:
-            super().add_param_group(param_group)
+        return f"{type(self).__name__}({self.base!r}, put_back={self.put_back!r})"
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Project gradients, run the base step, put parameters back, move tangent state.
 
-        All or nothing: on a fault nothing (parameters, base state) changes.
+        With ``closure`` the base step receives it (LBFGS evaluates it several times),
+        each evaluation followed by the gradient projection. All or nothing: on a fault
+        nothing (parameters, base state) changes.
+
+        Returns:
+            What the base step returns (the closure's loss, or ``None``).
         """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        saved_x = [p.detach().clone() for p in params]
+        params = [
+            p
+            for g in self.param_groups
+            for p in g["params"]
+            if p.grad is not None or (closure is not None and p.requires_grad)
+        ]
+        saved_x = {p: p.detach().clone() for p in params}
         saved_state = {p: _clone_state(self.state[p]) for p in params if p in self.state}
-        error: Exception | None = None
-        try:
-            with no_autocast():
-                self._step(params, dict(zip(params, saved_x, strict=True)))
-        except Exception as err:
-            error = err
-        if not agree(error is None, params) and error is None:
-            error = NonFiniteError(_ELSEWHERE)
-        if error is not None:
-            for p, x in zip(params, saved_x, strict=True):
+        losses: list[Any] = []
+
+        def rollback() -> None:
+            for p, x in saved_x.items():
                 p.data.copy_(x)
             for p in params:
                 if p in saved_state:
                     self.state[p] = saved_state[p]
                 elif p in self.state:
                     del self.state[p]
-            if self.nonfinite == "raise" or not skippable(error):
-                raise error
-            warnings.warn(
-                f"step skipped, parameters and optimizer state unchanged: {error}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+
+        done, loss = transaction(
+            lambda: self._step(saved_x, closure, losses),
+            params=params,
+            nonfinite=self.nonfinite,
+            rollback=rollback,
+            stacklevel=4,
+        )
+        return loss if done else (losses[0] if losses else None)
+
+    def _constrained(self) -> list[Stack]:
+        def select(p: Tensor, group: dict[str, Any]) -> Any:
+            return None if p.grad is None else declared_manifold(p, group)
+
+        return stacks(self.param_groups, select)
+
+    def _step(
+        self, saved_x: dict[Tensor, Tensor], closure: Callable[[], Any] | None, losses: list[Any]
+    ) -> Any:
+        if closure is None:
+            self._project_gradients(saved_x)
+            loss = self.base.step()
+        else:
+
+            def projected() -> Any:
+                with torch.enable_grad():
+                    value = closure()
+                losses.append(value)
+                with torch.no_grad():
+                    self._project_gradients(saved_x)
+                return value
+
+            loss = self.base.step(projected)
+        for s in self._constrained():
+            self._put_back(s, s.gather([saved_x[p] for p in s.params]))
         return loss
 
-    def _step(self, params: list[Tensor], saved_x: dict[Tensor, Tensor]) -> None:
-        if not all_finite(*(local(p.grad) for p in params)):  # type: ignore[arg-type]
-            bad = next(p for p in params if not bool(torch.isfinite(p.grad).all()))  # type: ignore[arg-type]
+    def _project_gradients(self, saved_x: dict[Tensor, Tensor]) -> None:
+        """Check every gradient is finite; replace each constrained one by P_x g (x: the start)."""
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not all_finite(*(local(g) for g in grads)):
+            bad = next(g for g in grads if not bool(torch.isfinite(g).all()))
             raise NonFiniteError(
                 f"the gradient of a parameter of shape {tuple(bad.shape)} has NaN or Inf "
                 "entries; lower the learning rate or check the loss "
                 "(nonfinite='skip' skips such steps)"
             )
-
-        def select(p: Tensor, group: dict[str, Any]) -> Any:
-            return None if p.grad is None else declared_manifold(p, group)
-
-        constrained = stacks(self.param_groups, select)
-        old = [s.gather([saved_x[p] for p in s.params]) for s in constrained]
-        for s, x in zip(constrained, old, strict=True):
-            grads: list[Tensor] = []
-            for p in s.params:
-                assert p.grad is not None  # select() stacked only parameters with a gradient
-                grads.append(p.grad)
-            rgrad = s.manifold.proj_tangent(x, s.gather(grads))
-            torch._foreach_copy_([local(g) for g in grads], s.scatter(rgrad))
-        self.base.step()
-        for s, x in zip(constrained, old, strict=True):
-            self._put_back(s, x)
+        for s in self._constrained():
+            x = s.gather([saved_x[p] for p in s.params])
+            stacked = [p.grad for p in s.params]
+            rgrad = s.manifold.proj_tangent(x, s.gather(stacked))  # type: ignore[arg-type]
+            torch._foreach_copy_([local(g) for g in stacked], s.scatter(rgrad))  # type: ignore[arg-type]
 
     def _put_back(self, stack: Stack, x_old: Tensor) -> None:
         manifold = stack.manifold

@@ -14,6 +14,11 @@ its B's before any A and needs only the gradient at its starting point: one grad
 per step, consecutive steps' kicks merged. The trailing S is outstanding after each
 step (``Splitting.finalize`` applies it). With several groups a step runs all of W and
 re-evaluates the gradient (``"G"``) before every group that follows an A.
+
+Which A's may leave their RATTLE to the next op is decided here too, once per op list
+(:func:`lower`): under linear transport an A followed by B or O leaves p' unprojected,
+since P(a P u + v) = P(a u + v) lets that op's projection do it; such an O then
+projects its whole result, $p \leftarrow P_x(c\,p + \sigma \xi)$.
 """
 
 from __future__ import annotations
@@ -21,9 +26,28 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-__all__ = ["Program", "compile_scheme"]
+__all__ = ["Program", "Step", "compile_scheme", "lower"]
 
 Op = tuple[str, float]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op of a step, with its projections decided.
+
+    Attributes:
+        letter: "A", "B", "O" or "G" (re-evaluate the gradient).
+        fraction: the fraction of h this op uses.
+        rattle: for an A, whether its drift applies the RATTLE (False: the next op
+            projects the momentum at the same point).
+        project: for an O, whether it projects its whole result (it carries the
+            RATTLE the A before it left).
+    """
+
+    letter: str
+    fraction: float
+    rattle: bool = True
+    project: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,3 +150,19 @@ def compile_scheme(word: str) -> Program:
         ops = _ops(word, word)
         return Program(word, ops, ops, (), 1)
     return Program(word, _ops(head, word), _ops(tail + head, word), _ops(tail, word), 1)
+
+
+@functools.lru_cache(maxsize=256)
+def lower(ops: tuple[Op, ...], linear_transport: bool) -> tuple[Step, ...]:
+    """``ops`` with their projections decided for a manifold with or without linear transport.
+
+    With linear transport an A whose next op is B or O skips its RATTLE, and an O right
+    after such an A projects its result; without, every A applies its RATTLE.
+    """
+    steps: list[Step] = []
+    for i, (letter, fraction) in enumerate(ops):
+        following = ops[i + 1][0] if i + 1 < len(ops) else ""
+        leaves = linear_transport and letter == "A" and following in ("B", "O")
+        carries = letter == "O" and bool(steps) and not steps[-1].rattle
+        steps.append(Step(letter, fraction, rattle=not leaves, project=carries))
+    return tuple(steps)

@@ -4,14 +4,19 @@ With step size h, friction gamma, temperature tau, and k_L the number of letters
 the word, every letter is a geometric sub-step on the manifold M:
 
 * B (kick): $p \leftarrow \mathrm{rattle}_x\big(p - \tfrac{h}{k_B}\,(\nabla U(x) + w x)\big)$
-* A (drift): $x' = \mathrm{shake}(x, x + \tfrac{h}{k_A} p)$,
-  $p \leftarrow \mathrm{rattle}_{x'}\big((x' - x)/\tfrac{h}{k_A}\big)$ (SHAKE/RATTLE), or
-  $(x', p) = \mathrm{retr\_transp}(x, \tfrac{h}{k_A} p, p)$ (exact geodesic flows)
+* A (drift): $(x, p) \leftarrow \mathrm{drift}_M(x, p, \tfrac{h}{k_A})$, the manifold's A
+  step (``Manifold.drift``); by default SHAKE/RATTLE,
+  $x' = \mathrm{shake}(x, x + \tfrac{h}{k_A} p)$,
+  $p \leftarrow \mathrm{rattle}_{x'}\big((x' - x)/\tfrac{h}{k_A}\big)$; the circle lift's
+  drift is its exact rotation
 * O (thermostat): $p \leftarrow c\,p + \sqrt{(1 - c^2)\,\tau}\;P_x \xi$,
   $c = e^{-\gamma h / k_O}$, $\xi \sim N(0, I)$
 
 "BAOAB" is the constrained underdamped Langevin scheme g-BAOAB (SHAKE/RATTLE);
-with tau = 0 it is heavy-ball momentum on M.
+with tau = 0 it is heavy-ball momentum on M. Each letter is a pure function of tensors
+(:func:`kick`, ``manifold.drift`` / :func:`retract_drift`, :func:`thermostat`); which
+RATTLEs a step may skip is decided when the word is compiled
+(:func:`~geodyn.integrators.schemes.lower`).
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..manifolds import Manifold
+from ..manifolds.base import shake_drift
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._sharding import local
 from ._stacks import Stack, manifold_of, stacks
-from .schemes import Op, compile_scheme
+from .schemes import Op, Step, compile_scheme, lower
 
 __all__ = ["Splitting"]
-
-_DRIFTS = ("auto", "shake", "retract")
 
 
 @dataclass
@@ -49,10 +54,13 @@ class Splitting(GeometricOptimizer):
 
     One ``step()`` evaluates one gradient, at the current point: the kicks of
     consecutive steps are merged (see :mod:`geodyn.integrators.schemes`). For a word
-    whose B's form one cyclic group (BAOAB, OBABO, ABOBA, BAB, ...) the positions
-    after each step are those of the word's trajectory, and the stored momentum lacks
-    the outstanding kick S; :meth:`finalize` applies it. Words whose B's form several
-    groups need ``step(closure)``.
+    whose B's form one cyclic group (BAOAB, OBABO, ABOBA, BAB, ...) step n runs the
+    word up to the group's first B (P) and then S P, with W = P S: the stored
+    momentum lacks the outstanding part S, which :meth:`finalize` applies. The
+    positions after a step are the word's own positions when S moves no point (BAOAB,
+    OBABO, BAB: S is kicks and thermostats only); for ABOBA, S = BA, so they sit one
+    half drift ahead of the word's, and :meth:`finalize` (a kick, then the last drift)
+    ends the word exactly. Words whose B's form several groups need ``step(closure)``.
 
     Momenta start at zero (tangent) and live in ``state[param]["momentum"]``.
 
@@ -64,8 +72,9 @@ class Splitting(GeometricOptimizer):
         tau: temperature tau >= 0 (0: deterministic, heavy-ball momentum on M).
         scheme: the word, e.g. "BAOAB" (default), "ABOBA", "OBABO", "BAB".
         weight_decay: w, adds w x to the gradient.
-        drift: "shake" (SHAKE/RATTLE), "retract" (``retr_transp``), or "auto":
-            retract when ``manifold.geodesic_drift`` (an exact geodesic flow), else shake.
+        drift: "auto" (the manifold's own A step, ``manifold.drift``: SHAKE/RATTLE unless
+            the manifold has an exact flow, e.g. the circle lift's rotation), "shake"
+            (SHAKE/RATTLE on every manifold) or "retract" (``retr_transp``).
         manifold: the manifold of every parameter of groups that do not name one
             (default: ``param.manifold`` for geoopt parameters, else Euclidean).
         nonfinite: "raise" or "skip" on a non-finite gradient or failed SHAKE.
@@ -103,7 +112,7 @@ class Splitting(GeometricOptimizer):
         check_step_size(group)
         check_nonnegative(group, "gamma", "tau", "weight_decay")
         compile_scheme(group["scheme"])
-        if group["drift"] not in _DRIFTS:
+        if group["drift"] not in _DRIFT:
             raise ValueError(f"drift must be 'auto', 'shake' or 'retract', got {group['drift']!r}")
 
     # ------------------------------------------------------------------ public
@@ -131,27 +140,29 @@ class Splitting(GeometricOptimizer):
     def _pending(self, p: Tensor) -> bool:
         return bool(self.state[p].get("pending", False)) if p in self.state else False
 
-    def _ops(self, stack: Stack, finish: bool) -> tuple[Op, ...]:
+    def _ops(self, stack: Stack, finish: bool) -> tuple[Step, ...]:
         program = compile_scheme(stack.group["scheme"])
         pending = self._pending(stack.params[0])
+        ops: tuple[Op, ...]
         if finish:
-            return program.finish if pending else ()
-        return program.later if pending else program.first
+            ops = program.finish if pending else ()
+        else:
+            ops = program.later if pending else program.first
+        return lower(ops, stack.manifold.linear_transport)
 
     def _propose(self, closure: Callable[[], Any] | None, finish: bool = False) -> list[Proposal]:
         plan = [(s, self._ops(s, finish)) for s in self._stacks()]
         plan = [(s, ops) for s, ops in plan if ops]
         if not plan:
             return []
-        refresh = any(letter == "G" for _, ops in plan for letter, _ in ops)
+        refresh = any(op.letter == "G" for _, ops in plan for op in ops)
         phases = [self._phase(s) for s, _ in plan]
         if refresh:
             self._run_lockstep(plan, phases, closure)
         else:
             for (_, ops), phase in zip(plan, phases, strict=True):
-                for i, op in enumerate(ops):
-                    following = ops[i + 1][0] if i + 1 < len(ops) else ""
-                    self._apply(op, phase, projected_next=following in ("B", "O"))
+                for op in ops:
+                    self._apply(op, phase)
         flags = {"pending": not finish}
         proposals = []
         for (stack, _), phase in zip(plan, phases, strict=True):
@@ -182,10 +193,10 @@ class Splitting(GeometricOptimizer):
         phase.g = g + wd * phase.x if wd else g
 
     def _run_lockstep(
-        self, plan: list[tuple[Stack, tuple[Op, ...]]], phases: list[_Phase], closure: Any
+        self, plan: list[tuple[Stack, tuple[Step, ...]]], phases: list[_Phase], closure: Any
     ) -> None:
         ops = plan[0][1]
-        if any(o != ops for _, o in plan):
+        if any([o.letter for o in other] != [o.letter for o in ops] for _, other in plan):
             raise ValueError(
                 "a scheme whose B's form several groups re-evaluates the gradient mid-step; "
                 "then every param group must use the same scheme"
@@ -198,10 +209,10 @@ class Splitting(GeometricOptimizer):
             )
         saved = [(p, p.detach().clone()) for s, _ in plan for p in s.params]
         try:
-            for op in ops:
-                if op[0] != "G":
-                    for phase in phases:
-                        self._apply(op, phase)
+            for i, op in enumerate(ops):
+                if op.letter != "G":
+                    for (_, own), phase in zip(plan, phases, strict=True):
+                        self._apply(own[i], phase)
                     continue
                 for phase in phases:
                     torch._foreach_copy_(
@@ -214,45 +225,74 @@ class Splitting(GeometricOptimizer):
         finally:
             torch._foreach_copy_([local(p.data) for p, _ in saved], [local(v) for _, v in saved])
 
-    def _apply(self, op: Op, phase: _Phase, projected_next: bool = False) -> None:
-        """Apply one letter to ``phase``.
-
-        ``projected_next``: the next op projects the momentum at the same point (B and O
-        do); with linear transport an A then leaves its RATTLE to it, P(a P u + v) = P(a u + v).
-        """
-        letter, fraction = op
+    def _apply(self, op: Step, phase: _Phase) -> None:
+        """Apply one letter to ``phase``: the sub-step's pure function, with h = lr * fraction."""
         group, manifold = phase.stack.group, phase.stack.manifold
-        h = group["lr"] * fraction
-        if letter == "B":
+        h = group["lr"] * op.fraction
+        if op.letter == "B":
             assert phase.g is not None  # set by _refresh_gradient when the phase is made
-            phase.p = manifold.rattle(phase.x, torch.add(phase.p, phase.g, alpha=-h))
-        elif letter == "A":
-            drift = group["drift"]
-            if drift == "auto":
-                drift = "retract" if manifold.geodesic_drift else "shake"
-            # no RATTLE here when the next op's projection does it (linear transport)
-            rattled = projected_next and manifold.linear_transport
-            if drift == "retract" and rattled:  # that projection also moves p
-                x_new, p = manifold.retract(phase.x, torch.mul(phase.p, h)), phase.p
-            elif drift == "retract":
-                x_new, p = manifold.retr_transp(phase.x, torch.mul(phase.p, h), phase.p)
-                rattled = manifold.linear_transport  # the transport was the RATTLE
-            else:
-                x_new = manifold.shake(phase.x, torch.add(phase.x, phase.p, alpha=h))
-                p = torch.sub(x_new, phase.x).div_(h)
-            if not rattled:
-                p = manifold.rattle(x_new, p)
-            phase.x, phase.p = x_new, p
-        elif letter == "O":
+            phase.p = kick(manifold, phase.x, phase.p, phase.g, h)
+        elif op.letter == "A":
+            drift = _DRIFT[group["drift"]]
+            phase.x, phase.p = drift(manifold, phase.x, phase.p, h, rattle=op.rattle)
+        else:
             c = math.exp(-group["gamma"] * h)
             sigma = math.sqrt((1 - c * c) * group["tau"])
-            if manifold.linear_transport:  # P(c p + sigma xi): also the RATTLE an A left
-                p = torch.mul(phase.p, c)
-                if sigma > 0:
-                    p.add_(self.normal_like(phase.x), alpha=sigma)
-                phase.p = manifold.rattle(phase.x, p)
-            elif sigma > 0:
-                xi = manifold.proj_tangent(phase.x, self.normal_like(phase.x))
-                phase.p = xi.mul_(sigma).add_(phase.p, alpha=c)
-            else:
-                phase.p = torch.mul(phase.p, c)
+            xi = self.normal_like(phase.x) if sigma > 0 else None
+            phase.p = thermostat(manifold, phase.x, phase.p, c, sigma, xi, project=op.project)
+
+
+def kick(manifold: Manifold, x: Tensor, p: Tensor, g: Tensor, h: float) -> Tensor:
+    r"""B: $p' = \mathrm{rattle}_x(p - h\,g)$."""
+    return manifold.rattle(x, torch.add(p, g, alpha=-h))
+
+
+def retract_drift(
+    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+) -> tuple[Tensor, Tensor]:
+    r"""A by a retraction: $(x', p') = \mathrm{retr\_transp}(x, h p, p)$.
+
+    With ``rattle=False`` (linear transport, the next op projects) p' = p is left for
+    that projection to move: $x' = R_x(h p)$.
+    """
+    if rattle:
+        return manifold.retr_transp(x, torch.mul(p, h), p)
+    return manifold.retract(x, torch.mul(p, h)), p
+
+
+def thermostat(
+    manifold: Manifold,
+    x: Tensor,
+    p: Tensor,
+    c: float,
+    sigma: float,
+    xi: Tensor | None,
+    *,
+    project: bool = False,
+) -> Tensor:
+    r"""O: $p' = c\,p + \sigma P_x \xi$ ($\xi$ = ``None``: no noise, sigma = 0).
+
+    With ``project`` (p carries the RATTLE an A left, linear transport) the whole result
+    is projected, $p' = \mathrm{rattle}_x(c\,p + \sigma \xi)$, which equals
+    $c\,P_x p + \sigma P_x \xi$.
+    """
+    if project:
+        new = torch.mul(p, c) if xi is None else torch.add(xi.mul(sigma), p, alpha=c)
+        return manifold.rattle(x, new)
+    if xi is None:
+        return torch.mul(p, c)
+    return manifold.proj_tangent(x, xi).mul_(sigma).add_(p, alpha=c)
+
+
+def own_drift(
+    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+) -> tuple[Tensor, Tensor]:
+    """A by the manifold's own drift, ``manifold.drift`` (``drift="auto"``)."""
+    return manifold.drift(x, p, h, rattle=rattle)
+
+
+_DRIFT: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "auto": own_drift,
+    "shake": shake_drift,
+    "retract": retract_drift,
+}

@@ -7,7 +7,8 @@ from .interop import GeooptAdapter, as_geodyn
 from .lp_sphere import LpSphere
 from .norm_ball import NormBall
 from .product import Product
-from .sphere import Oblique, Sphere
+from .reshaped import Reshaped
+from .sphere import NeuronSpheres, Oblique, Sphere
 from .stiefel import Stiefel
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "GeooptAdapter",
     "LpSphere",
     "Manifold",
+    "NeuronSpheres",
     "NormBall",
     "Oblique",
     "Product",
+    "Reshaped",
     "Sphere",
     "Stiefel",
     "as_geodyn",

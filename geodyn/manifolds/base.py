@@ -22,7 +22,7 @@ import geoopt
 import torch
 from torch import Tensor
 
-__all__ = ["ConvergenceError", "Manifold", "all_finite", "default_atol"]
+__all__ = ["ConvergenceError", "Manifold", "all_finite", "default_atol", "shake_drift"]
 
 _ATOL = {
     torch.float64: 1e-10,
@@ -69,13 +69,21 @@ class Manifold(geoopt.Manifold):
     ``project``, ``proj_tangent``, ``retract`` and ``shake``; the rest has
     defaults valid for the embedded (Euclidean) metric.
 
-    Class attributes:
+    Declared capabilities (class attributes or properties; a subclass declares what
+    differs from the default, a :class:`~geodyn.manifolds.Product` computes them from
+    its factors):
         ndim: number of trailing dimensions that form one point.
-        is_inequality: ``True`` for sets {c(x) <= 0} (the norm ball); the
-            tangent space is then a cone at boundary points.
-        geodesic_drift: ``True`` when ``retract`` is the exact geodesic flow
-            (the circle lift's rotation); integrators then drift with
-            ``retr_transp`` instead of SHAKE.
+        is_inequality: ``True`` when some constraint is an inequality c_i(x) <= 0 (the
+            norm ball); the tangent space is then a cone at boundary points.
+            :meth:`inequality_mask` says which constraints.
+        linear_transport: ``True`` when ``transp(x, y, v) = rattle(y, v) = P_y v`` with
+            P_y linear (default ``True``; an inequality's cone, a parallel transport or
+            a foreign transport declares ``False``).
+        coupled_dims: the axes (negative) whose entries one point couples; default the
+            last ``ndim``.
+        lifted: ``True`` for a manifold that stores a lifted point z of a bounded weight
+            w = :meth:`weight` (z), z = :meth:`lift` (w), |w| <= :attr:`bound` (the
+            circle lift).
         symmetries: names of linear group actions every verb commutes with
             (see ``geodyn.testing.SYMMETRIES``), checked by the law suite.
     """
@@ -84,7 +92,8 @@ class Manifold(geoopt.Manifold):
     name: str = "Manifold"
     reversible = False
     is_inequality: bool = False
-    geodesic_drift: bool = False
+    linear_transport: bool = True
+    lifted: bool = False
     symmetries: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -115,23 +124,42 @@ class Manifold(geoopt.Manifold):
         """RATTLE: momentum ``p`` projected onto T_x M (the embedded metric's ``proj_tangent``)."""
         return self.proj_tangent(x, p)
 
-    @property
-    def linear_transport(self) -> bool:
-        """Whether ``transp(x, y, v) = rattle(y, v) = P_y v`` with P_y linear.
+    def drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        r"""The A sub-step: move x for time h along momentum p, staying on M; returns (x', p').
 
-        Then an integrator may leave a vector where it is and move it at its next use,
-        in the same projection as what is added to it: P_y(a u + v) = a P_y u + P_y v.
-        True for an equality constraint that keeps the base class's ``transp``,
-        ``retr_transp`` and ``rattle``; a subclass that changes one of them, or whose
-        projection is not linear (an inequality's cone), gets False.
+        SHAKE then RATTLE: $x' = \mathrm{shake}(x, x + h p)$,
+        $p' = \mathrm{rattle}_{x'}\big((x' - x)/h\big)$. With ``rattle=False`` p' is left
+        unprojected: an integrator passes that only under :attr:`linear_transport` when
+        its next sub-step projects p' at x' anyway. Subclasses with an exact flow (the
+        circle lift's rotation, the ball's elastic wall) override it.
         """
-        cls = type(self)
-        return (
-            not self.is_inequality
-            and cls.transp is Manifold.transp
-            and cls.retr_transp is Manifold.retr_transp
-            and cls.rattle is Manifold.rattle
-        )
+        return shake_drift(self, x, p, h, rattle=rattle)
+
+    @property
+    def coupled_dims(self) -> tuple[int, ...]:
+        """The axes (negative) whose entries one point couples: the last ``ndim``."""
+        return tuple(range(-self.ndim, 0))
+
+    def inequality_mask(self, x: Tensor) -> Tensor:
+        """Which entries of ``constraint(x)`` are inequalities c_i(x) <= 0 (bool, same shape)."""
+        c = self.constraint(x)
+        return torch.full(c.shape, self.is_inequality, dtype=torch.bool, device=c.device)
+
+    # ------------------------------------------------------------------ lifted points
+    @property
+    def bound(self) -> float:
+        """The bound |w| <= bound that a lifted manifold's weights obey."""
+        raise NotImplementedError(f"{self.name} is not a lifted manifold (lifted = False)")
+
+    def lift(self, w: Tensor) -> Tensor:
+        """The lifted point z of weights ``w`` (|w| <= bound), for a lifted manifold."""
+        raise NotImplementedError(f"{self.name} is not a lifted manifold (lifted = False)")
+
+    def weight(self, z: Tensor) -> Tensor:
+        """The weights w of a lifted point ``z``, for a lifted manifold."""
+        raise NotImplementedError(f"{self.name} is not a lifted manifold (lifted = False)")
 
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
@@ -164,7 +192,7 @@ class Manifold(geoopt.Manifold):
         """max |c(x)| over the whole tensor, as a 0-d tensor (0 for an unconstrained set)."""
         c = self.constraint(x)
         if self.is_inequality:
-            c = c.clamp(min=0)
+            c = torch.where(self.inequality_mask(x), c.clamp(min=0), c)
         if c.numel() == 0:
             return x.new_zeros(())
         return c.abs().max()
@@ -265,3 +293,15 @@ class Manifold(geoopt.Manifold):
         if err > atol + rtol * float(u.abs().max()):
             return False, f"u is not tangent at x: normal component {err:.3e}"
         return True, None
+
+
+def shake_drift(
+    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+) -> tuple[Tensor, Tensor]:
+    r"""SHAKE + RATTLE: $x' = \mathrm{shake}(x, x + h p)$, $p' = \mathrm{rattle}_{x'}((x' - x)/h)$.
+
+    The default :meth:`Manifold.drift` (``rattle=False`` leaves p' unprojected).
+    """
+    x_new = manifold.shake(x, torch.add(x, p, alpha=h))
+    p_new = torch.sub(x_new, x).div_(h)
+    return x_new, manifold.rattle(x_new, p_new) if rattle else p_new

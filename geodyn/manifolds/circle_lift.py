@@ -20,14 +20,28 @@ __all__ = ["CircleLift"]
 class CircleLift(Sphere):
     r"""Pairs (q, xi) on the circle q^2 + xi^2 = radius^2, one per weight (last dim 2).
 
-    ``geodesic_drift = True``: ``retract`` is the exponential map (an exact
-    rotation, renormalised to remove rounding drift), so integrators drift
-    with ``retr_transp`` instead of SHAKE. Use :meth:`lift` to turn weights
+    ``retract`` is the exponential map (an exact rotation, renormalised to remove
+    rounding drift), and :meth:`drift` is that rotation with the momentum carried
+    along (``linear_transport = False``: a rotation, not a projection). A lifted
+    manifold (``lifted = True``, ``bound`` = radius): use :meth:`lift` to turn weights
     into points and :meth:`weight` to read them back.
     """
 
     name = "CircleLift"
-    geodesic_drift = True
+    linear_transport = False
+    lifted = True
+
+    @property
+    def bound(self) -> float:
+        """Every weight obeys |q| <= radius."""
+        return self.radius
+
+    def drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """The exact flow: rotate x by the angle of h p and p with it (``rattle`` is moot:
+        the rotated momentum is tangent)."""
+        return self.retr_transp(x, p * h, p)
 
     def lift(self, q: Tensor) -> Tensor:
         """(q, sqrt(r^2 - q^2)) stacked on a new last dimension; needs |q| <= r."""
@@ -41,8 +55,7 @@ class CircleLift(Sphere):
         xi = (self.radius**2 - q * q).clamp(min=0).sqrt()
         return torch.stack([q, xi], dim=-1)
 
-    @staticmethod
-    def weight(z: Tensor) -> Tensor:
+    def weight(self, z: Tensor) -> Tensor:
         """The weights q = z[..., 0]."""
         return z[..., 0]
 

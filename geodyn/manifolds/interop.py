@@ -9,6 +9,8 @@ geoopt manifold is wrapped in :class:`GeooptAdapter`.
 from __future__ import annotations
 
 import math
+import weakref
+from typing import Any
 
 import geoopt
 from torch import Tensor
@@ -32,6 +34,7 @@ class GeooptAdapter(Manifold):
     """
 
     name = "GeooptAdapter"
+    linear_transport = False  # geoopt's transp, not declared to be the tangent projection
 
     def __init__(self, manifold: geoopt.Manifold) -> None:
         super().__init__()
@@ -82,19 +85,34 @@ class GeooptAdapter(Manifold):
         return None if ok else reason
 
 
-def as_geodyn(manifold: geoopt.Manifold) -> Manifold:
+def as_geodyn(manifold: Any) -> Manifold:
     """The geodyn manifold for ``manifold``; geodyn manifolds are returned unchanged.
 
     geoopt Euclidean -> :class:`Euclidean`, Sphere without a subspace ->
     :class:`Sphere`, Stiefel (Euclidean or Canonical) -> :class:`Stiefel`
-    (embedded metric), anything else -> :class:`GeooptAdapter`.
+    (embedded metric), anything else -> :class:`GeooptAdapter`. A geoopt manifold
+    object is adapted once (later calls return the same geodyn manifold).
+
+    Raises:
+        ValueError: ``manifold`` is neither a geodyn nor a geoopt manifold.
     """
     if isinstance(manifold, Manifold):
         return manifold
     if not isinstance(manifold, geoopt.Manifold):
         raise ValueError(
-            f"manifold must be a geodyn or geoopt manifold, got {type(manifold).__name__}"
+            f"manifold must be a geodyn Manifold (e.g. geodyn.manifolds.Sphere()) or a geoopt "
+            f"manifold, got {type(manifold).__name__}"
         )
+    adapted = _ADAPTED.get(manifold)
+    if adapted is None:
+        adapted = _ADAPTED[manifold] = _adapt(manifold)
+    return adapted
+
+
+_ADAPTED: weakref.WeakKeyDictionary[geoopt.Manifold, Manifold] = weakref.WeakKeyDictionary()
+
+
+def _adapt(manifold: geoopt.Manifold) -> Manifold:
     if isinstance(manifold, geoopt.Euclidean):
         return Euclidean()
     if isinstance(manifold, geoopt.Sphere) and getattr(manifold, "projector", None) is None:

@@ -42,6 +42,7 @@ class NormBall(Manifold):
     ndim = 1
     name = "NormBall"
     is_inequality = True
+    linear_transport = False  # the tangent cone's projection is not linear
     symmetries = ("orthogonal_last",)
 
     def __init__(self, radius: float = 1.0, boundary_atol: float | None = None) -> None:

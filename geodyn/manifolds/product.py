@@ -2,14 +2,19 @@ r"""Products of manifolds: one flat vector holds a point of every factor.
 
 A point of M_1 x ... x M_k is the concatenation along the last dimension of
 the flattened factor points, so it has shape (..., sum_i prod(shape_i)).
-Every verb acts per factor on its slice, reshaped to (..., *shape_i); the
-constraint concatenates the factors' residuals.
+Every verb acts per factor on its slice, reshaped to (..., *shape_i), after its
+arguments are broadcast against each other (as geoopt's ProductManifold does); the
+constraint concatenates the factors' residuals. The capabilities are the factors':
+``is_inequality`` if any factor has an inequality (``inequality_mask`` says which
+constraints), ``linear_transport`` if every factor has it, and the A step (``drift``)
+is each factor's own.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,7 +59,7 @@ class Product(Manifold):
         self.sizes = tuple(math.prod(shape) for _, shape in self.factors)
         self.size = sum(self.sizes)
         self.is_inequality = any(m.is_inequality for m, _ in self.factors)
-        self.geodesic_drift = all(m.geodesic_drift for m, _ in self.factors)
+        self.linear_transport = all(m.linear_transport for m, _ in self.factors)
 
     def _params(self) -> tuple[object, ...]:
         return self.factors
@@ -66,15 +71,35 @@ class Product(Manifold):
         shapes = [shape for _, shape in self.factors]
         return [c.reshape(*batch, *shape) for c, shape in zip(chunks, shapes, strict=True)]
 
-    def _map(self, fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
-        batch = tensors[0].shape[:-1]
-        split = [self._split(t) for t in tensors]
-        parts = [fn(m, *args) for (m, _), *args in zip(self.factors, *split, strict=True)]
+    def _pack(self, parts: list[Tensor], batch: tuple[int, ...]) -> Tensor:
         return torch.cat([p.reshape(*batch, -1) for p in parts], dim=-1)
+
+    def _per_factor(
+        self, fn: Callable[..., Any], *tensors: Tensor
+    ) -> tuple[list[Any], tuple[int, ...]]:
+        """``fn(manifold_i, *slices_i)`` for every factor, on the broadcast ``tensors``."""
+        tensors = tuple(torch.broadcast_tensors(*tensors)) if len(tensors) > 1 else tensors
+        split = [self._split(t) for t in tensors]
+        out = [fn(m, *args) for (m, _), *args in zip(self.factors, *split, strict=True)]
+        return out, tuple(tensors[0].shape[:-1])
+
+    def _map(self, fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+        parts, batch = self._per_factor(fn, *tensors)
+        return self._pack(parts, batch)
+
+    def _map2(
+        self, fn: Callable[..., tuple[Tensor, Tensor]], *tensors: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        pairs, batch = self._per_factor(fn, *tensors)
+        return self._pack([a for a, _ in pairs], batch), self._pack([b for _, b in pairs], batch)
 
     # ------------------------------------------------------------------ verbs
     def constraint(self, x: Tensor) -> Tensor:
         return self._map(lambda m, a: m.constraint(a), x)
+
+    def inequality_mask(self, x: Tensor) -> Tensor:
+        """The factors' masks, concatenated like :meth:`constraint`."""
+        return self._map(lambda m, a: m.inequality_mask(a), x)
 
     def residual(self, x: Tensor) -> Tensor:
         """The largest factor residual (each factor clamps its own inequalities)."""
@@ -101,12 +126,37 @@ class Product(Manifold):
         return self._map(lambda m, a, b, c: m.transp(a, b, c), x, y, v)
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        batch = x.shape[:-1]
-        split = zip(self.factors, self._split(x), self._split(u), self._split(v), strict=True)
-        pairs = [m.retr_transp(a, b, c) for (m, _), a, b, c in split]
-        y = torch.cat([p[0].reshape(*batch, -1) for p in pairs], dim=-1)
-        w = torch.cat([p[1].reshape(*batch, -1) for p in pairs], dim=-1)
-        return y, w
+        return self._map2(lambda m, a, b, c: m.retr_transp(a, b, c), x, u, v)
+
+    def drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """Every factor's own A step on its slice."""
+        return self._map2(lambda m, a, b: m.drift(a, b, h, rattle=rattle), x, p)
+
+    def inner(
+        self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
+    ) -> Tensor:
+        """The sum of the factors' metrics."""
+        tensors = torch.broadcast_tensors(x, u) if v is None else torch.broadcast_tensors(x, u, v)
+        batch = tensors[0].shape[:-1]
+
+        def factor_inner(m: Manifold, a: Tensor, b: Tensor, *c: Tensor) -> Tensor:
+            return m.inner(a, b, *c, keepdim=True).reshape(*batch, -1).sum(-1)
+
+        parts, _ = self._per_factor(factor_inner, *tensors)
+        total = torch.stack(parts).sum(0)
+        return total.unsqueeze(-1) if keepdim else total
+
+    def component_inner(self, x: Tensor, u: Tensor, v: Tensor | None = None) -> Tensor:
+        """Each factor's inner product, spread over that factor's entries (geoopt's
+        ProductManifold): adaptive methods keep one second moment per factor."""
+        tensors = (x, u) if v is None else (x, u, v)
+
+        def spread(m: Manifold, a: Tensor, b: Tensor, *c: Tensor) -> Tensor:
+            return m.component_inner(a, b, *c).expand(a.shape)
+
+        return self._map(spread, *tensors)
 
     def random_point(
         self,
@@ -136,3 +186,4 @@ class Product(Manifold):
 
     def extra_repr(self) -> str:
         return ", ".join(f"({m!r}, {s})" for m, s in self.factors)
+

@@ -12,12 +12,14 @@ relative radius error to first order. With n the normal x:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from .base import ConvergenceError, Manifold
 
-__all__ = ["Oblique", "Sphere"]
+__all__ = ["NeuronSpheres", "Oblique", "Sphere"]
 
 
 def safe_norm(x: Tensor, dim: int, p: float = 2.0) -> Tensor:
@@ -68,11 +70,15 @@ class Oblique(Manifold):
             raise ValueError(f"dim must be -1 (rows) or -2 (columns), got {dim}")
         self.radius = _check_radius(radius)
         self.dim = dim
-        self.coupled_dims = (dim,)  # a point's entries couple along this axis only
         self.symmetries = ("orthogonal_last",) if dim == -1 else ("orthogonal_first",)
 
     def _params(self) -> tuple[float, ...]:
         return (self.radius, self.dim)
+
+    @property
+    def coupled_dims(self) -> tuple[int, ...]:
+        """A point's entries couple along the sphere axis only."""
+        return (self.dim,)
 
     # x . v along the sphere axis, kept for broadcasting
     def _dot(self, x: Tensor, v: Tensor) -> Tensor:
@@ -110,29 +116,6 @@ class Oblique(Manifold):
         theta = norm_u / self.radius
         scale = torch.where(norm_u > 0, torch.sin(theta) / theta.clamp_min(1e-300), 1.0)
         return torch.mul(x, torch.cos(theta)).addcmul_(u, scale)
-
-    @property
-    def linear_transport(self) -> bool:
-        """True unless the drift is the geodesic one (parallel transport, not projection)."""
-        return not self.geodesic_drift
-
-    def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.geodesic_drift:
-            return super().retr_transp(x, u, v)
-        y = self.expmap(x, u)
-        return y, self._transp_geodesic(x, u, v)
-
-    def _transp_geodesic(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        """Parallel transport of v along the great circle through x with velocity u."""
-        # v + <e, v> ((cos(theta) - 1) e - sin(theta) x / r) with e = u / |u|, theta = |u| / r
-        r = self.radius
-        norm_u = u.norm(dim=self.dim, keepdim=True)
-        theta = norm_u / r
-        inv = torch.where(norm_u > 0, 1 / norm_u.clamp_min(1e-300), 0.0)
-        a = self._dot(u, v) * inv
-        along_u = a * (torch.cos(theta) - 1) * inv
-        along_x = -a * torch.sin(theta) / r
-        return torch.addcmul(v, u, along_u).addcmul_(x, along_x)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         a = self._sqnorm(x)
@@ -187,3 +170,49 @@ class Sphere(Oblique):
 
     def _params(self) -> tuple[float, ...]:
         return (self.radius,)
+
+
+class NeuronSpheres(Oblique):
+    r"""Rows on spheres of their own radii: $\|x_i\| = \rho_i$ for a (out, in) matrix.
+
+    The oblique manifold with a radius per row; every formula of
+    :class:`~geodyn.manifolds.Oblique` holds with $r$ replaced by $\rho_i$ row by row.
+    Two instances are equal only if they are the same object (the radii are data).
+
+    Args:
+        radii: positive radii, shape ``(out,)``.
+    """
+
+    ndim = 2
+    name = "NeuronSpheres"
+    # the radii, shape (out, 1), where Oblique has one float: the formulas broadcast alike
+    radius: Tensor  # type: ignore[assignment]
+
+    def __init__(self, radii: Tensor) -> None:
+        Manifold.__init__(self)
+        radii = radii.detach()
+        if radii.dim() != 1 or not bool(torch.isfinite(radii).all() & (radii > 0).all()):
+            raise ValueError(
+                "radii must be a 1-d tensor of positive finite norms (one per neuron); "
+                "a zero row has no direction to keep"
+            )
+        self.dim = -1
+        self.radius = radii.clone().unsqueeze(-1)
+
+    def _params(self) -> tuple[Any, ...]:
+        return (id(self),)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
+        rows = self.radius.shape[0]
+        if len(shape) < 2 or shape[-2] != rows:
+            return f"{name} has shape {tuple(shape)} but {self.name} needs (..., {rows}, n)"
+        return super().shape_error(shape, name)
+
+    def extra_repr(self) -> str:
+        return f"{self.radius.shape[0]} radii"

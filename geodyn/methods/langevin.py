@@ -34,7 +34,7 @@ from torch.optim import Optimizer
 
 from ..constraints import circle as circle_preset
 from ..constraints import constrain_model
-from ..constraints.presets import LAYER_TYPES
+from ..constraints.layers import select_layers
 from ..integrators import Overdamped, Splitting
 
 __all__ = ["circle_model", "gamma_from_momentum", "orthogonal_model"]
@@ -74,10 +74,6 @@ def _integrator(
     return Overdamped(model.parameters(), lr=lr, tau=tau, seed=seed, generator=generator)
 
 
-def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-
-
 def circle_model(
     model: nn.Module,
     radii: float | Sequence[float] = (0.05, 0.1),
@@ -107,7 +103,7 @@ def circle_model(
     Returns:
         ``(model, optimizer)``.
     """
-    layers = _layers(model)
+    layers = select_layers(model)
     per_layer = [float(radii)] * len(layers) if isinstance(radii, int | float) else list(radii)
     if len(per_layer) != len(layers):
         raise ValueError(
@@ -157,7 +153,7 @@ def orthogonal_model(
     """
     gamma = gamma_from_momentum(momentum, lr)
     _check_form(form)
-    layers = _layers(model)
+    layers = select_layers(model)
     skip: list[str | nn.Module] = list(exclude)
     if exclude_first and layers:
         skip.append(layers[0][1])

@@ -28,60 +28,14 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from ..constraints import Reshaped
+from ..constraints.layers import select_layers
 from ..integrators import Constrained
-from ..manifolds import Manifold, Oblique, Sphere
-from ._wrap import OptimizerWrapper
+from ..integrators.wrapper import check_optimizer
+from ..manifolds import Manifold, NeuronSpheres, Reshaped, Sphere
 
-__all__ = ["Lawn", "NeuronSpheres"]
+__all__ = ["Lawn"]
 
 Per = Literal["neuron", "layer"]
-
-
-class NeuronSpheres(Oblique):
-    r"""Rows on spheres of their own radii: $\|x_i\| = \rho_i$ for a (out, in) matrix.
-
-    The oblique manifold with a radius per row; every formula of
-    :class:`~geodyn.manifolds.Oblique` holds with $r$ replaced by $\rho_i$ row by row.
-    Two instances are equal only if they are the same object (the radii are data).
-
-    Args:
-        radii: positive radii, shape ``(out,)``.
-    """
-
-    ndim = 2
-    name = "NeuronSpheres"
-    # the radii, shape (out, 1), where Oblique has one float: the formulas broadcast alike
-    radius: Tensor  # type: ignore[assignment]
-
-    def __init__(self, radii: Tensor) -> None:
-        Manifold.__init__(self)
-        radii = radii.detach()
-        if radii.dim() != 1 or not bool(torch.isfinite(radii).all() & (radii > 0).all()):
-            raise ValueError(
-                "radii must be a 1-d tensor of positive finite norms (one per neuron); "
-                "a zero row has no direction to keep"
-            )
-        self.dim = -1
-        self.radius = radii.clone().unsqueeze(-1)
-
-    def _params(self) -> tuple[Any, ...]:
-        return (id(self),)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
-        rows = self.radius.shape[0]
-        if len(shape) < 2 or shape[-2] != rows:
-            return f"{name} has shape {tuple(shape)} but {self.name} needs (..., {rows}, n)"
-        return super().shape_error(shape, name)
-
-    def extra_repr(self) -> str:
-        return f"{self.radius.shape[0]} radii"
 
 
 def _norms(weight: Tensor, per: Per) -> Tensor:
@@ -109,8 +63,11 @@ def _radii(manifold: Manifold) -> Tensor:
     return radius.reshape(-1).clone()
 
 
-class Lawn(OptimizerWrapper):
+class Lawn(Constrained):
     """LAWN around any optimizer: unconstrained warm-up, then frozen norms on chosen layers.
+
+    A :class:`~geodyn.integrators.Constrained` whose chosen weights get their manifolds
+    at the switch: before it their groups declare none, so the base steps them freely.
 
     On construction each chosen weight is moved into a param group of its own (a copy
     of its group's settings), so the base optimizer's groups are final before any LR
@@ -137,7 +94,8 @@ class Lawn(OptimizerWrapper):
         per: Per = "neuron",
         put_back: str = "retract",
     ) -> None:
-        super().__init__(optimizer)
+        check_optimizer(optimizer, "optimizer")
+        super().__init__(optimizer, put_back=put_back)
         if per not in ("neuron", "layer"):
             raise ValueError(f"per must be 'neuron' or 'layer', got {per!r}")
         if int(warmup_steps) < 0:
@@ -146,13 +104,12 @@ class Lawn(OptimizerWrapper):
         self.warmup_steps = int(warmup_steps)
         self.weights = [_weight_of(m) for m in _select_layers(model, layers)]
         self.groups = [self._isolate(w) for w in self.weights]
-        self.constrained = Constrained(optimizer, put_back=put_back)
         self.steps = 0
         self.switched = False
 
     def _isolate(self, weight: Tensor) -> dict[str, Any]:
         """Move ``weight`` into a param group of its own with its group's settings."""
-        for group in self.optimizer.param_groups:
+        for group in self.param_groups:
             if any(p is weight for p in group["params"]):
                 break
         else:
@@ -165,8 +122,8 @@ class Lawn(OptimizerWrapper):
             return group
         group["params"] = [p for p in group["params"] if p is not weight]
         settings = {k: v for k, v in group.items() if k != "params"}
-        self.optimizer.add_param_group({**settings, "params": [weight], "manifold": None})
-        return self.optimizer.param_groups[-1]
+        self.add_param_group({**settings, "params": [weight], "manifold": None})
+        return self.param_groups[-1]
 
     # ------------------------------------------------------------------ the method
     def switch(self) -> None:
@@ -192,7 +149,7 @@ class Lawn(OptimizerWrapper):
         """A base step during warm-up; then a constrained step on the frozen norms."""
         if not self.switched and self.steps >= self.warmup_steps:
             self.switch()
-        loss = self.constrained.step(closure)
+        loss = super().step(closure)
         self.steps += 1
         return loss
 
@@ -202,9 +159,7 @@ class Lawn(OptimizerWrapper):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.groups = [_group_of(self.optimizer, w) for w in self.weights]
-        self.constrained.param_groups = self.optimizer.param_groups
-        self.constrained.state = self.optimizer.state
+        self.groups = [_group_of(self, w) for w in self.weights]
         method = state_dict["method"]
         for group in self.groups:
             group["manifold"] = None
@@ -229,24 +184,15 @@ def _group_of(optimizer: Optimizer, weight: Tensor) -> dict[str, Any]:
 
 
 def _select_layers(model: nn.Module, layers: Sequence[nn.Module | str] | None) -> list[nn.Module]:
-    modules = dict(model.named_modules())
     if layers is None:
-        linear = [m for m in modules.values() if isinstance(m, nn.Linear)]
+        linear = select_layers(model, kinds=(nn.Linear,))
         if not linear:
             raise ValueError("model has no nn.Linear layer; pass layers=[...] explicitly")
-        return [linear[-1]]
-    out = []
-    for layer in layers:
-        if isinstance(layer, str):
-            if layer not in modules:
-                raise ValueError(f"layers names {layer!r}, which is not a submodule of model")
-            layer = modules[layer]
-        if not isinstance(layer, nn.Module):
-            raise ValueError(f"layers takes modules or names, got {type(layer).__name__}")
-        out.append(layer)
-    if not out:
+        return [linear[-1][1]]
+    chosen = [m for _, m in select_layers(model, layers)]
+    if not chosen:
         raise ValueError("layers is empty; pass at least one layer (or None for the last Linear)")
-    return out
+    return chosen
 
 
 def _weight_of(module: nn.Module) -> Tensor:

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..constraints.layers import LAYER_TYPES, select_layers
 from ..manifolds import Stiefel
 from ._orthogonal import cayley, gram_schmidt
 
 __all__ = ["OPT", "apply_opt", "hyperspherical_energy", "new_episode"]
 
 VARIANTS = ("cayley", "gram_schmidt", "stiefel")
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def hyperspherical_energy(weight: Tensor, s: float = 1.0, *, neuron_dim: int = 0) -> Tensor:
@@ -114,7 +114,7 @@ class OPT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(layer, _LAYERS):
+        if not isinstance(layer, LAYER_TYPES):
             raise ValueError(
                 f"layer must be nn.Linear or nn.Conv1d/2d/3d, got {type(layer).__name__}"
             )
@@ -246,7 +246,7 @@ def apply_opt(
     stochastic: bool = False,
     subset_size: int | None = None,
     exclude_classifier: bool = True,
-    exclude: Collection[str] = (),
+    exclude: Collection[str | nn.Module] = (),
     generator: torch.Generator | None = None,
 ) -> nn.Module:
     """Replace every ``Linear``/``Conv`` layer of ``model`` by an :class:`OPT` layer, in place.
@@ -257,23 +257,17 @@ def apply_opt(
         stochastic: stochastic OPT (see :class:`OPT`).
         subset_size: coordinates per episode for stochastic OPT.
         exclude_classifier: keep the last ``Linear``/``Conv`` layer (in module order) unchanged.
-        exclude: qualified names (as in ``model.named_modules()``) of further layers to keep.
+        exclude: further layers to keep, as modules or qualified names (as in
+            ``model.named_modules()``).
         generator: random source for every layer's V and coordinate subsets.
 
     Returns:
         ``model``, modified in place.
     """
-    targets = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, _LAYERS) and name not in exclude
-    ]
-    unknown = set(exclude) - {name for name, _ in model.named_modules()}
-    if unknown:
-        raise ValueError(f"exclude names {sorted(unknown)} are not modules of the model")
+    targets = select_layers(model, exclude=exclude)
     if exclude_classifier and targets:
-        last = [name for name, m in model.named_modules() if isinstance(m, _LAYERS)][-1]
-        targets = [(name, m) for name, m in targets if name != last]
+        last = select_layers(model)[-1][1]
+        targets = [(name, m) for name, m in targets if m is not last]
     if not targets:
         raise ValueError("model has no Linear/Conv layer left to re-parameterise")
     for name, module in targets:

@@ -11,7 +11,8 @@ combination of the snapshots and training continues from there:
 * PSWM (periodically sampled weight momentum): $m_1 = w^{(1)}$,
   $m_k = \beta m_{k-1} + (1 - \beta) w^{(k)}$, $\bar w = m_n$.
 
-A parameter on a manifold (``param.manifold``) gets the combination projected back
+A parameter on a manifold (its param group's ``manifold``, else ``param.manifold``:
+:func:`geodyn.integrators.declared_manifold`) gets the combination projected back
 onto it, $\bar w \leftarrow \mathrm{project}_M(\bar w)$. The base optimizer's state
 (momenta, Adam moments) is left as it is.
 """
@@ -24,7 +25,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ._wrap import OptimizerWrapper
+from ..integrators import OptimizerWrapper, declared_manifold
+from ..integrators.wrapper import check_optimizer
 
 __all__ = ["PeriodicSampling"]
 
@@ -59,6 +61,7 @@ class PeriodicSampling(OptimizerWrapper):
         beta: float = 0.9,
         start: int = 0,
     ) -> None:
+        check_optimizer(optimizer, "optimizer")
         super().__init__(optimizer)
         if mode not in ("pswa", "pwalks", "pswm"):
             raise ValueError(f"mode must be 'pswa', 'pwalks' or 'pswm', got {mode!r}")
@@ -90,7 +93,7 @@ class PeriodicSampling(OptimizerWrapper):
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         """One base step; a snapshot every ``interval`` steps; the swap at a period's end."""
-        loss = self.optimizer.step(closure)
+        loss = self.base.step(closure)
         self.steps += 1
         since = self.steps - self.start
         if since > 0 and since % self.interval == 0:
@@ -127,9 +130,9 @@ class PeriodicSampling(OptimizerWrapper):
         return self.accumulator
 
     def _swap(self) -> None:
-        for p, w in zip(self.params(), self.combined(), strict=True):
-            manifold = getattr(p, "manifold", None)
-            p.copy_(manifold.projx(w) if manifold is not None else w)
+        manifolds = [declared_manifold(p, g) for g in self.param_groups for p in g["params"]]
+        for p, w, manifold in zip(self.params(), self.combined(), manifolds, strict=True):
+            p.copy_(w if manifold is None else manifold.project(w))
         self.count = 0
         self.snapshots = []
         self.accumulator = None

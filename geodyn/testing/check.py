@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from geodyn.manifolds import Manifold, default_atol
 
-from .geometry import Tolerance, flat_points, point_norms, point_size
+from .geometry import Tolerance, flat_points, inequality_rows, point_norms, point_size
 from .laws import (
     LawViolation,
     law_equivariance,
@@ -120,7 +120,8 @@ def _law_runner(
             worst[key] = better(worst.get(key, value), value)
         if manifold.is_inequality and law == "proj_tangent":
             c = manifold.constraint(x).reshape(flat_points(manifold, x).shape[0], -1)
-            on_boundary = (c >= -default_atol(x.dtype)).any(dim=-1)
+            active = inequality_rows(manifold, x) & (c >= -default_atol(x.dtype))
+            on_boundary = active.any(dim=-1)
             report["points"]["boundary"] += int(on_boundary.sum())
             report["points"]["interior"] += int((~on_boundary).sum())
 

@@ -75,10 +75,17 @@ def point_residuals(manifold: Manifold, x: Tensor) -> Tensor:
     batch = math.prod(x.shape[: x.dim() - manifold.ndim])
     c = c.reshape(batch, -1)
     if manifold.is_inequality:
-        c = c.clamp(min=0)
+        c = torch.where(inequality_rows(manifold, x), c.clamp(min=0), c)
     if c.shape[-1] == 0:
         return c.new_zeros(batch)
     return c.abs().amax(dim=-1)
+
+
+def inequality_rows(manifold: Manifold, x: Tensor) -> Tensor:
+    """``manifold.inequality_mask(x)`` as (B, m): which constraints of each point are
+    inequalities."""
+    batch = math.prod(x.shape[: x.dim() - manifold.ndim])
+    return manifold.inequality_mask(x.detach()).reshape(batch, -1)
 
 
 def constraint_jacobian(
@@ -103,7 +110,8 @@ def constraint_jacobian(
         (rows,) = torch.autograd.grad(c, xf, seeds, is_grads_batched=True)
     jac = rows.reshape(m, batch, n).transpose(0, 1)
     if manifold.is_inequality and active_atol is not None:
-        active = c.detach() >= -active_atol
+        equality = ~inequality_rows(manifold, x).reshape(c.shape)
+        active = (c.detach() >= -active_atol) | equality
         jac = jac * active.unsqueeze(-1).to(jac.dtype)
     return jac
 

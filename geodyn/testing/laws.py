@@ -21,6 +21,7 @@ from .geometry import (
     Tolerance,
     constraint_jacobian,
     flat_points,
+    inequality_rows,
     normal_part,
     point_norms,
     point_residuals,
@@ -115,13 +116,15 @@ def law_tangent_projection(
     )
     out = {"proj_tangent idempotence": idem, "proj_tangent normal space": normal}
     if manifold.is_inequality:
-        outward = _worst(jpu.clamp(min=0).norm(dim=-1) / jscale)
+        # per constraint: an inequality row bounds J P u above by 0, an equality row kills it
+        ineq = inequality_rows(manifold, x)
+        outward = _worst(torch.where(ineq, jpu.clamp(min=0), jpu.abs()).norm(dim=-1) / jscale)
         _fail_if(
             outward > tol.identity, f"{law} lands in the tangent cone", manifold, x,
             f"active outward normal component J P u = {outward:.3e} (relative) > 0",
         )
-        inward = _worst((-(jac @ removed.unsqueeze(-1)).squeeze(-1)).clamp(min=0).norm(dim=-1)
-                        / jscale)
+        pushed = (-(jac @ removed.unsqueeze(-1)).squeeze(-1)).clamp(min=0)
+        inward = _worst(torch.where(ineq, pushed, 0.0).norm(dim=-1) / jscale)
         moreau = _worst((removed * puf).sum(-1).abs() / uf.square().sum(-1).clamp_min(
             torch.finfo(x.dtype).tiny))
         _fail_if(
@@ -235,8 +238,12 @@ def law_shake(manifold: Manifold, x: Tensor, y: Tensor, tol: Tolerance) -> dict[
     out = {"residual": res, "shake normal space": off}
     if manifold.is_inequality:
         jscale = jac.flatten(-2).norm(dim=-1).clamp_min(torch.finfo(x.dtype).tiny) * ynorm
-        outward = _worst((jac @ w.unsqueeze(-1)).squeeze(-1).clamp(min=0).norm(dim=-1) / jscale)
-        inside = (manifold.constraint(y).reshape(w.shape[0], -1) < -default_atol(x.dtype)).all(-1)
+        ineq = inequality_rows(manifold, x)
+        jw = (jac @ w.unsqueeze(-1)).squeeze(-1)
+        outward = _worst(torch.where(ineq, jw.clamp(min=0), 0.0).norm(dim=-1) / jscale)
+        # a point all of whose constraints are inequalities, strictly inside: no correction
+        cy = manifold.constraint(y).reshape(w.shape[0], -1)
+        inside = (ineq & (cy < -default_atol(x.dtype))).all(-1)
         moved = _worst((w.norm(dim=-1) / ynorm)[inside])
         _fail_if(
             max(outward, moved) > tol.residual, f"{law} corrects inward only when needed",

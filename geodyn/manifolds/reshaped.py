@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds import Manifold
+from .base import Manifold
 
 __all__ = ["Reshaped"]
 
@@ -52,7 +52,8 @@ class Reshaped(Manifold):
         self.view_shape = view_shape
         self.ndim = len(shape)
         self.is_inequality = base.is_inequality
-        self.geodesic_drift = base.geodesic_drift
+        # a reshape is linear, so it keeps a linear transport linear
+        self.linear_transport = base.linear_transport
 
     def _params(self) -> tuple[Any, ...]:
         return (self.base, self.shape, self.view_shape)
@@ -71,6 +72,9 @@ class Reshaped(Manifold):
     def constraint(self, x: Tensor) -> Tensor:
         c = self.base.constraint(self._view(x))
         return c.reshape(*self._batch(x), -1)
+
+    def inequality_mask(self, x: Tensor) -> Tensor:
+        return self.base.inequality_mask(self._view(x)).reshape(*self._batch(x), -1)
 
     def project(self, x: Tensor) -> Tensor:
         self.check_shape(tuple(x.shape), "x")
@@ -94,14 +98,15 @@ class Reshaped(Manifold):
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         return self._back(self.base.transp(self._view(x), self._view(y), self._view(v)))
 
-    @property
-    def linear_transport(self) -> bool:
-        """The base manifold's: a reshape is linear, so it keeps a linear transport so."""
-        return self.base.linear_transport
-
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         y, w = self.base.retr_transp(self._view(x), self._view(u), self._view(v))
         return self._back(y), self._back(w)
+
+    def drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        y, q = self.base.drift(self._view(x), self._view(p), h, rattle=rattle)
+        return self._back(y), self._back(q)
 
     def inner(
         self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
