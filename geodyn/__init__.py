@@ -2,9 +2,11 @@
 
 The public API, by room (each also importable from its subpackage):
 
-* manifolds: ``Euclidean``, ``Sphere``, ``Oblique``, ``Stiefel``, ``LpSphere``, ``NormBall``,
-  ``CircleLift``, ``Product``, ``as_geodyn``, the base class ``Manifold`` and ``ConvergenceError``;
-* integrators: ``Splitting``, ``Overdamped``, ``RiemannianSGD``, ``Constrained``, ``manifold_of``;
+* manifolds: ``Euclidean``, ``Sphere``, ``Oblique``, ``NeuronSpheres``, ``Stiefel``,
+  ``LpSphere``, ``NormBall``, ``CircleLift``, ``Product``, ``Reshaped``, ``as_geodyn``, the
+  base class ``Manifold`` and ``ConvergenceError``;
+* integrators: ``Splitting``, ``Overdamped``, ``RiemannianSGD``, ``Constrained``,
+  ``OptimizerWrapper``, ``manifold_of``, ``declared_manifold``;
 * constraints: ``constrain``, ``constrain_model``, the presets, ``residuals``, ``Implicit``;
 * methods: ``Lawn``, ``OPT``, ``PathSGD``, ``PeriodicSampling``, ``path_norm``,
   ``hyperspherical_energy``, and the weight-constrained Langevin recipes.
@@ -26,9 +28,11 @@ from .constraints import (
 from .integrators import (
     Constrained,
     NonFiniteError,
+    OptimizerWrapper,
     Overdamped,
     RiemannianSGD,
     Splitting,
+    declared_manifold,
     manifold_of,
 )
 from .manifolds import (
@@ -37,9 +41,11 @@ from .manifolds import (
     Euclidean,
     LpSphere,
     Manifold,
+    NeuronSpheres,
     NormBall,
     Oblique,
     Product,
+    Reshaped,
     Sphere,
     Stiefel,
     as_geodyn,
@@ -65,13 +71,16 @@ __all__ = [
     "Lawn",
     "LpSphere",
     "Manifold",
+    "NeuronSpheres",
     "NonFiniteError",
     "NormBall",
     "Oblique",
+    "OptimizerWrapper",
     "Overdamped",
     "PathSGD",
     "PeriodicSampling",
     "Product",
+    "Reshaped",
     "RiemannianSGD",
     "Sphere",
     "Splitting",
@@ -80,6 +89,7 @@ __all__ = [
     "circle",
     "constrain",
     "constrain_model",
+    "declared_manifold",
     "hyperspherical_energy",
     "lp_sphere",
     "manifold_of",

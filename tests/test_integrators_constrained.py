@@ -137,3 +137,50 @@ def test_bad_arguments():
         Constrained([torch.zeros(2)])
     with pytest.raises(ValueError, match="put_back"):
         Constrained(torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1), put_back="x")
+
+
+def _sphere_rows(make_base, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.Parameter(Sphere().random_point(6, 5, dtype=torch.float64, generator=g))
+    target = torch.randn(6, 5, dtype=torch.float64, generator=g)
+    opt = Constrained(make_base([{"params": [x], "manifold": Sphere()}]))
+
+    def closure():
+        opt.zero_grad()
+        loss = ((x - target) ** 2).sum() + (x**4).sum()
+        loss.backward()
+        return loss
+
+    first = float(closure())
+    for _ in range(steps):
+        opt.step(closure)
+    return opt, x, first, closure
+
+
+@pytest.mark.parametrize(
+    "make_base, keys",
+    [
+        (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, centered=True), {"grad_avg"}),
+        (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, centered=True, momentum=0.5),
+         {"grad_avg", "momentum_buffer"}),
+        (lambda ps: torch.optim.NAdam(ps, lr=1e-2), {"exp_avg"}),
+        (lambda ps: torch.optim.RAdam(ps, lr=1e-2), {"exp_avg"}),
+        (lambda ps: torch.optim.Adamax(ps, lr=1e-2), {"exp_avg"}),
+    ],
+)
+def test_every_torch_first_moment_is_moved_to_the_new_tangent_space(make_base, keys):
+    opt, x, first, closure = _sphere_rows(make_base, 40)
+    assert keys <= opt.state[x].keys() & TANGENT_STATE_KEYS
+    assert float(closure()) < first
+    for key in keys:
+        v = opt.state[x][key]
+        normal = float((v - Sphere().proj_tangent(x.detach(), v)).abs().max())
+        assert normal < 1e-12, (key, normal)
+
+
+def test_lbfgs_gets_the_closure_and_stays_on_the_manifold():
+    opt, x, first, closure = _sphere_rows(
+        lambda ps: torch.optim.LBFGS(ps, lr=0.5, max_iter=5, history_size=4), 10
+    )
+    assert float(Sphere().residual(x.detach())) < 1e-12
+    assert float(closure()) < 0.5 * first

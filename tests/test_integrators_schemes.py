@@ -134,3 +134,56 @@ def test_momentum_starts_at_zero_not_at_the_gradient():
     # a zero momentum drifts nowhere (a gradient-initialised one would move x by ~lr |g|)
     torch.testing.assert_close(x.detach(), before, rtol=0, atol=1e-14)
     assert float(opt.state[x]["momentum"].abs().max()) < 1e-13
+
+
+def test_rattle_skipping_is_decided_when_the_word_is_compiled():
+    from geodyn.integrators.schemes import lower
+
+    later = compile_scheme("BAOAB").later  # B A O A
+    steps = lower(later, True)
+    assert [s.rattle for s in steps] == [True, False, True, True]  # the A before O leaves it
+    assert [s.project for s in steps] == [False, False, True, False]  # the O carries it
+    assert all(s.rattle and not s.project for s in lower(later, False))
+    obabo = lower(compile_scheme("OBABO").later, True)  # B O B A: the last A rattles
+    assert [s.rattle for s in obabo] == [True] * 4 and not any(s.project for s in obabo)
+
+
+def test_a_products_drift_is_each_factors_own():
+    from geodyn.manifolds import CircleLift, Product
+    from geodyn.manifolds.base import shake_drift
+
+    circle, sphere = CircleLift(0.3), Sphere()
+    product = Product((circle, (4, 2)), (sphere, (3,)))
+    g = torch.Generator().manual_seed(0)
+    x = product.random_point(5, 11, dtype=torch.float64, generator=g)
+    p = product.random_tangent(x, generator=g)
+    y, q = product.drift(x, p, 0.1)
+    xc, xs = x[:, :8].reshape(5, 4, 2), x[:, 8:]
+    pc, ps = p[:, :8].reshape(5, 4, 2), p[:, 8:]
+    yc, qc = circle.drift(xc, pc, 0.1)
+    ys, qs = shake_drift(sphere, xs, ps, 0.1)
+    torch.testing.assert_close(y, torch.cat([yc.reshape(5, 8), ys], -1), rtol=0, atol=0)
+    torch.testing.assert_close(q, torch.cat([qc.reshape(5, 8), qs], -1), rtol=0, atol=0)
+    # the circle's drift is its exact rotation: speed kept, angle h |p| / r
+    torch.testing.assert_close(qc.norm(dim=-1), pc.norm(dim=-1), rtol=1e-14, atol=0)
+    cos = (xc * yc).sum(-1) / 0.3**2
+    torch.testing.assert_close(cos, torch.cos(0.1 * pc.norm(dim=-1) / 0.3), rtol=1e-12, atol=0)
+
+
+def test_baoab_at_infinite_friction_is_the_leimkuhler_matthews_step():
+    # c = exp(-gamma h) = 0: x' = x - d grad U + sqrt(2 d tau) (xi_n + xi_{n+1}) / 2, d = h^2/2
+    h, tau, n = 0.1, 0.7, 6
+    x = torch.nn.Parameter(torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64))
+    opt = Splitting([x], lr=h, gamma=1e6, tau=tau, seed=3)
+    noise = torch.Generator().manual_seed(3)
+    xi = [torch.randn(3, generator=noise, dtype=torch.float64) for _ in range(n)]
+    ref, d = x.detach().clone(), h * h / 2
+    for k in range(n):
+        opt.zero_grad()
+        (0.5 * (x**2).sum()).backward()  # grad U = x
+        opt.step()
+        if k == 0:  # P = B(h/2) A(h/2) O A(h/2): half a kick from rest
+            ref = ref - d / 2 * ref + h / 2 * math.sqrt(tau) * xi[0]
+        else:
+            ref = ref - d * ref + h / 2 * math.sqrt(tau) * (xi[k - 1] + xi[k])
+        torch.testing.assert_close(x.detach(), ref, rtol=1e-12, atol=1e-14)

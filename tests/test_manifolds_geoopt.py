@@ -90,3 +90,59 @@ def test_adapter_forwards_and_shake_is_a_projection():
     torch.testing.assert_close(m.shake(x, far), theirs.projx(far))
     assert m.constraint(far).shape == (3, 4)
     assert float(m.residual(m.shake(x, far))) < 1e-12
+
+
+def _least_squares(param, optimizer, target, steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        ((param - target) ** 2).sum().backward()
+        optimizer.step()
+    return param.detach()
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_riemannian_adam_on_a_product_matches_geoopts_product_manifold(amsgrad):
+    # one second moment per factor, as geoopt's ProductManifold keeps them
+    from geodyn.manifolds import Product
+
+    ours = Product((Sphere(), (3,)), (Stiefel(), (4, 2)))
+    theirs = geoopt.ProductManifold((geoopt.Sphere(), 3), (geoopt.EuclideanStiefel(), (4, 2)))
+    g = torch.Generator().manual_seed(0)
+    x0 = ours.random_point(5, 11, dtype=F64, generator=g)
+    target = torch.randn(5, 11, dtype=F64, generator=g)
+    runs = []
+    for manifold in (ours, theirs):
+        param = geoopt.ManifoldParameter(x0.clone(), manifold=manifold)
+        opt = geoopt.optim.RiemannianAdam([param], lr=0.05, amsgrad=amsgrad)
+        runs.append(_least_squares(param, opt, target, 300))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-10)
+
+
+def test_product_verbs_broadcast_their_arguments_like_geoopt():
+    from geodyn.manifolds import Product
+
+    ours = Product((Sphere(), (3,)), (Euclidean(), (1,)))
+    theirs = geoopt.ProductManifold((geoopt.Sphere(), 3), (geoopt.Euclidean(ndim=1), 1))
+    g = torch.Generator().manual_seed(1)
+    x = ours.project(torch.randn(4, 4, dtype=F64, generator=g))
+    v = torch.randn(4, dtype=F64, generator=g)
+    torch.testing.assert_close(ours.proj_tangent(x, v), theirs.proju(x, v), rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        ours.component_inner(x, v), theirs.component_inner(x, v), rtol=0, atol=1e-14
+    )
+    torch.testing.assert_close(ours.inner(x, v), theirs.inner(x, v), rtol=0, atol=1e-14)
+
+
+def test_capabilities_are_declared_and_products_compute_them():
+    from geodyn.manifolds import Product
+
+    spheres = Product((Sphere(), (3,)), (Oblique(dim=-2), (4, 2)), (Stiefel(), (3, 2)))
+    assert spheres.linear_transport  # gets the folded fast paths
+    assert not NormBall().linear_transport and not CircleLift(0.3).linear_transport
+    assert not GeooptAdapter(geoopt.Sphere()).linear_transport
+    mixed = Product((Sphere(), (3,)), (NormBall(), (2,)))
+    assert mixed.is_inequality and not mixed.linear_transport
+    x = mixed.random_point(4, 5, dtype=F64)
+    assert mixed.inequality_mask(x).tolist() == [[False, True]] * 4
+    assert CircleLift(0.3).lifted and CircleLift(0.3).bound == 0.3 and not Sphere().lifted
+    assert Oblique(dim=-2).coupled_dims == (-2,) and Stiefel().coupled_dims == (-2, -1)

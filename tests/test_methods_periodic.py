@@ -163,3 +163,23 @@ def test_bad_arguments_are_named():
 
 def test_docs_example_runs():
     run_python_blocks(DOC)
+
+
+@pytest.mark.parametrize("mode", ["pswa", "pwalks", "pswm"])
+def test_group_manifold_is_the_one_projected_onto(mode):
+    # the manifold is named by the integrator's param group, not by the parameter
+    from geodyn.integrators import RiemannianSGD
+    from geodyn.manifolds import Sphere
+
+    torch.manual_seed(0)
+    w = nn.Parameter(Sphere().random_point(5, 3, dtype=F64))
+    target = torch.randn(5, 3, dtype=F64)
+    opt = PeriodicSampling(
+        RiemannianSGD([w], lr=0.3, momentum=0.5, manifold=Sphere()), period=6, mode=mode,
+        last_k=3,
+    )
+    for t in range(6):
+        opt.zero_grad()
+        ((w - target * (1 + t % 3)) ** 2).sum().backward()
+        opt.step()
+    assert float(Sphere().residual(w.detach())) < default_atol(F64)

@@ -164,3 +164,12 @@ def test_inequality_points_reach_interior_and_boundary():
         assert abs(float(edge.norm()) - 1.0) < 1e-12
 
     run()
+
+
+def test_a_product_with_an_inequality_factor_passes_the_laws():
+    # the mask says which constraints are inequalities: the sphere's stay equalities
+    from geodyn.manifolds import Product
+
+    product = Product((Sphere(), (3,)), (NormBall(), (2,)))
+    report = check_manifold(product, (6, 5), max_examples=30)
+    assert report["points"]["boundary"] > 0 and report["points"]["interior"] > 0

@@ -157,7 +157,8 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         nonfinite: ``"raise"`` (a non-finite gradient or a failed SHAKE raises) or
             ``"skip"`` (the step is skipped with a warning). Either way parameters,
             optimizer state and the generator are left exactly as before the step.
-        seed: seed of the optimizer's own :class:`torch.Generator`.
+        seed: seed of the optimizer's own :class:`torch.Generator` (deterministic
+            methods keep it unused).
         generator: a generator to use instead (not together with ``seed``).
     """
 

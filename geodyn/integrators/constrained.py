@@ -9,7 +9,9 @@ For every parameter with a declared manifold (``group["manifold"]`` or
 3. back onto M: $x' = R_{x}\big(P_{x}(\tilde x - x)\big)$ (``put_back="retract"``) or
    $x' = \mathrm{project}(\tilde x)$ (``put_back="project"``);
 4. every state tensor that is a tangent vector (a key of ``tangent_state`` shaped like
-   the parameter) is moved to $T_{x'}M$ by the manifold's ``transp``.
+   the parameter) is moved to $T_{x'}M$ by the manifold's ``transp``; centered
+   RMSprop's ``square_avg`` = mean^2 + variance moves with its mean ``grad_avg``, keeping
+   the variance (an elementwise scale) as it was.
 
 Parameters without a declared manifold are left entirely to the base optimizer.
 """
@@ -44,6 +46,10 @@ vectors over all parameters at once).
 """
 
 _PUT_BACK = ("retract", "project")
+
+# a moved mean whose second moment holds mean^2 + variance (centered RMSprop): the
+# variance, an elementwise scale, stays as it was, so the second moment moves with the mean
+_CENTRED = {"grad_avg": "square_avg"}
 
 
 class Constrained(OptimizerWrapper):
@@ -193,6 +199,12 @@ class Constrained(OptimizerWrapper):
             check_finite(stack, moved, f"the moved state {key!r}")
             dst.extend(local(st[key]) for st in states)
             src.extend(stack.scatter(moved))
+            second = _CENTRED.get(key)
+            if second is not None and all(_is_vector_of(st.get(second), p) for st, p in
+                                          zip(states, stack.params, strict=True)):
+                variance = (stack.gather([st[second] for st in states]) - v * v).clamp_(min=0)
+                dst.extend(local(st[second]) for st in states)
+                src.extend(stack.scatter(variance.addcmul_(moved, moved)))
         torch._foreach_copy_(dst, src)
 
 

@@ -29,17 +29,17 @@ class Overdamped(GeometricOptimizer):
     Samples (to O(h)) the density proportional to exp(-U(x)/tau) on M with respect to
     the surface measure.
 
+    ``nonfinite``, ``seed`` and ``generator`` are those of
+    :class:`~geodyn.integrators.GeometricOptimizer`.
+
     Args:
         params: parameters or param groups; a group may set ``lr``, ``tau``,
             ``weight_decay`` and ``manifold``.
         lr: step size h.
         tau: temperature (0: projected gradient descent).
         weight_decay: w, adds w x to the gradient.
-        manifold: the manifold of every parameter of groups that do not name one
-            (default: ``param.manifold`` for geoopt parameters, else Euclidean).
-        nonfinite: "raise" or "skip" on a non-finite gradient or failed SHAKE.
-        seed: seed of the noise generator; or pass ``generator``.
-        generator: a :class:`torch.Generator` for the noise.
+        manifold: the manifold of groups that name none (by default each parameter's,
+            :func:`~geodyn.integrators.manifold_of`).
     """
 
     def __init__(

@@ -9,8 +9,9 @@ and the buffer moved to $T_{x_{n+1}}M$ with the manifold's ``retr_transp``. Wher
 transport is the (linear) tangent projection (``manifold.linear_transport``) and the
 momentum is not Nesterov's, the move is folded into the next step's projection,
 $b_n = P_{x_n}(\mu b_{n-1} + (1 - \delta) g_n)$: the same iterates with one projection
-per step instead of two. With every parameter Euclidean this is exactly
-:class:`torch.optim.SGD`.
+per step instead of two. With every parameter Euclidean it follows
+:class:`torch.optim.SGD`'s update and agrees with it to rounding (not bit for bit: the
+operations are grouped differently).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class RiemannianSGD(GeometricOptimizer):
     new tangent space after every step, or, with linear transport and no Nesterov
     momentum, at the start of the next (then it is tangent at the point before the step).
 
+    ``nonfinite``, ``seed`` and ``generator`` are those of
+    :class:`~geodyn.integrators.GeometricOptimizer`.
+
     Args:
         params: parameters or param groups; a group may set ``lr``, ``momentum``,
             ``dampening``, ``nesterov``, ``weight_decay`` and ``manifold``.
@@ -44,11 +48,8 @@ class RiemannianSGD(GeometricOptimizer):
         dampening: delta, as in torch.optim.SGD.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
         weight_decay: w, adds w x to the gradient before projection.
-        manifold: the manifold of every parameter of groups that do not name one
-            (default: ``param.manifold`` for geoopt parameters, else Euclidean).
-        nonfinite: "raise" or "skip" on a non-finite gradient.
-        seed: seed of the optimizer's generator (unused by this deterministic method).
-        generator: a :class:`torch.Generator` instead of ``seed``.
+        manifold: the manifold of groups that name none (by default each parameter's,
+            :func:`~geodyn.integrators.manifold_of`).
         compiled: run the momentum step of manifolds with linear transport (no
             Nesterov) as one ``torch.compile``-d function per stack: its row reductions
             and elementwise updates fuse into a few kernels. The finiteness check and the

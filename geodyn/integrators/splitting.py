@@ -58,11 +58,16 @@ class Splitting(GeometricOptimizer):
     word up to the group's first B (P) and then S P, with W = P S: the stored
     momentum lacks the outstanding part S, which :meth:`finalize` applies. The
     positions after a step are the word's own positions when S moves no point (BAOAB,
-    OBABO, BAB: S is kicks and thermostats only); for ABOBA, S = BA, so they sit one
-    half drift ahead of the word's, and :meth:`finalize` (a kick, then the last drift)
-    ends the word exactly. Words whose B's form several groups need ``step(closure)``.
+    OBABO, BAB: S is kicks and thermostats only). For ABOBA (P = A, S = BOBA) they
+    are not: after step n the position is that of W^(n-1) followed by one half drift,
+    half a drift past the word's position, and :meth:`finalize` (S: the kicks, the
+    thermostat and the last half drift) ends W^n exactly. Words whose B's form several
+    groups need ``step(closure)``.
 
     Momenta start at zero (tangent) and live in ``state[param]["momentum"]``.
+
+    ``nonfinite``, ``seed`` and ``generator`` are those of
+    :class:`~geodyn.integrators.GeometricOptimizer`.
 
     Args:
         params: parameters or param groups; a group may set ``lr``, ``gamma``, ``tau``,
@@ -75,11 +80,8 @@ class Splitting(GeometricOptimizer):
         drift: "auto" (the manifold's own A step, ``manifold.drift``: SHAKE/RATTLE unless
             the manifold has an exact flow, e.g. the circle lift's rotation), "shake"
             (SHAKE/RATTLE on every manifold) or "retract" (``retr_transp``).
-        manifold: the manifold of every parameter of groups that do not name one
-            (default: ``param.manifold`` for geoopt parameters, else Euclidean).
-        nonfinite: "raise" or "skip" on a non-finite gradient or failed SHAKE.
-        seed: seed of the noise generator; or pass ``generator``.
-        generator: a :class:`torch.Generator` for the noise.
+        manifold: the manifold of groups that name none (by default each parameter's,
+            :func:`~geodyn.integrators.manifold_of`).
     """
 
     def __init__(
