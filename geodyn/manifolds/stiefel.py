@@ -22,6 +22,10 @@ __all__ = ["Stiefel"]
 
 RETRACTIONS = ("qr", "polar", "cayley", "exp")
 
+# Half precisions are factorised in float32: CPU torch has no half Cholesky, LU or eigh,
+# and a half-precision matrix_exp is off by orders of magnitude.
+_HALF = (torch.float16, torch.bfloat16)
+
 
 def _sym(a: Tensor) -> Tensor:
     return 0.5 * (a + a.mT)
@@ -165,22 +169,26 @@ class Stiefel(Manifold):
         return self._tall(vt - xt @ _sym(xt.mT @ vt), wide)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
+        if x.dtype in _HALF:
+            return self.retract(x.float(), v.float()).to(x.dtype)
         wide = self._wide(x)
         xt, vt = self._tall(x, wide), self._tall(v, wide)
         if self.retraction == "qr":
             return self._tall(self._retract_qr(xt, vt), wide)
-        if self.retraction == "polar":
-            y = _polar(xt + vt)
-        elif self.retraction == "cayley":
-            y = self._retract_cayley(xt, vt)
-        else:
-            y = self._retract_exp(xt, vt)
-        polished: Tensor | None = y
-        if self.retraction != "polar" and all_finite(y):
-            # the solve / matrix exponential leave |Y^T Y - I| at a few 1e-6 in float32 and
-            # far more for huge steps: one CholeskyQR pass removes that rounding (it moves
-            # an orthonormal frame by its residual only)
-            polished = _cholesky_qr(y)
+        polished: Tensor | None = None
+        try:
+            if self.retraction == "polar":
+                polished = _polar(xt + vt)
+            else:
+                y = (self._retract_cayley if self.retraction == "cayley" else self._retract_exp)(
+                    xt, vt
+                )
+                # the solve / matrix exponential leave |Y^T Y - I| at a few 1e-6 in float32
+                # and far more for huge steps: one CholeskyQR pass removes that rounding (it
+                # moves an orthonormal frame by its residual only)
+                polished = _cholesky_qr(y) if all_finite(y) else None
+        except torch.linalg.LinAlgError:  # a factorisation of an overflowed Gram matrix
+            polished = None
         if polished is None or not all_finite(polished):
             raise ValueError(
                 f"v is too large for the {self.retraction!r} retraction (the result is not "
@@ -235,11 +243,15 @@ class Stiefel(Manifold):
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The embedded-metric geodesic from X with initial velocity ``u`` (made tangent)."""
+        if x.dtype in _HALF:
+            return self.expmap(x.float(), u.float()).to(x.dtype)
         wide = self._wide(x)
         return self._tall(self._retract_exp(self._tall(x, wide), self._tall(u, wide)), wide)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         """Y + X Lambda on M with Lambda symmetric (wide: Y + Lambda X), by Newton's method."""
+        if x.dtype in _HALF:
+            return self.shake(x.float(), y.float()).to(x.dtype)
         wide = self._wide(x)
         xt, yt = self._tall(x, wide), self._tall(y, wide)
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, xt.shape[-2])
