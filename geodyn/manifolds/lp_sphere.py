@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._roots import bracketed_newton
+from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
 from .base import ConvergenceError, Manifold
 from .sphere import _check_radius, safe_norm
@@ -261,19 +261,18 @@ class LpSphere(Manifold):
         t, _ = bracketed_newton(h_dh, lo, hi.clamp(min=lo), a, xtol=8 * eps * hi)
         return t
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
         """A Gaussian vector rescaled radially onto the sphere (dense: no zero coordinates).
 
         The nearest-point projection of a Gaussian would instead shrink small
         coordinates to nearly zero for p close to 1, where the sphere is sharply curved.
         """
-        self.check_shape(shape, "shape")
         x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         return x * (self.radius / self._norm_p(x))
 
@@ -284,23 +283,24 @@ class LpSphere(Manifold):
         n = self.normal(x)
         rp = self.radius**p
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, x.shape[-1])
-        mu = torch.zeros_like(y[..., :1])
-        for iteration in range(self.shake_maxiter + 1):
+
+        def residual(mu: Tensor) -> tuple[Tensor, Tensor]:
             z = y + mu * n
-            c = (z.abs().pow(p).sum(-1, keepdim=True) - rp) / (p * rp)
-            res = float(c.abs().max()) if c.numel() else 0.0
-            if res <= tol:
-                return z
-            if not res < float("inf") or iteration == self.shake_maxiter:
-                break
-            dc = (self.normal(z) * n).sum(-1, keepdim=True) / rp
-            mu = mu - c / dc
-        raise ConvergenceError(
-            f"{self.name}.shake: no multiplier along the normal at x puts y back on the "
+            return (z.abs().pow(p).sum(-1, keepdim=True) - rp) / (p * rp), z
+
+        def step(mu: Tensor, c: Tensor, z: Tensor) -> Tensor:
+            return mu - c / ((self.normal(z) * n).sum(-1, keepdim=True) / rp)
+
+        mu = newton(
+            residual,
+            step,
+            torch.zeros_like(y[..., :1]),
+            tol=tol,
+            maxiter=self.shake_maxiter,
+            failure=f"{self.name}.shake: no multiplier along the normal at x puts y back on the "
             "Lp sphere (the step moved y too far from x); reduce the step size lr",
-            residual=res,
-            iterations=iteration,
         )
+        return y + mu * n
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
         if len(shape) < 1 or shape[-1] < 1:

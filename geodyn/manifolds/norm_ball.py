@@ -165,15 +165,14 @@ class NormBall(Manifold):
         y = x + left * p
         return y * (self.radius / safe_norm(y, -1)).clamp(max=1.0), p
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
         """Uniform in the ball: a uniform direction times r U^(1/n)."""
-        self.check_shape(shape, "shape")
         x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         u = torch.rand((*shape[:-1], 1), dtype=x.dtype, device=device, generator=generator)
         return x * (self.radius * u.pow(1 / shape[-1]) / x.norm(dim=-1, keepdim=True))

@@ -108,14 +108,13 @@ class Product(Manifold):
         w = torch.cat([p[1].reshape(*batch, -1) for p in pairs], dim=-1)
         return y, w
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        self.check_shape(shape, "shape")
         batch = tuple(shape[:-1])
         parts = [
             m.random_point(*batch, *s, dtype=dtype, device=device, generator=generator)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Manifold, all_finite
+from .base import Manifold, all_finite
 
 __all__ = ["Stiefel"]
 
@@ -256,28 +257,32 @@ class Stiefel(Manifold):
         xt, yt = self._tall(x, wide), self._tall(y, wide)
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, xt.shape[-2])
         eye = _eye_like(xt)
-        z = yt
-        lam = torch.zeros_like(eye).expand(*xt.shape[:-2], -1, -1)
-        for iteration in range(self.shake_maxiter + 1):
-            f = z.mT @ z - eye
-            res = float(f.abs().max()) if f.numel() else 0.0
-            if res <= tol:
-                return self._tall(z, wide)
-            if not res < float("inf") or iteration == self.shake_maxiter:
-                break
+
+        def residual(state: tuple[Tensor, Tensor]) -> tuple[Tensor, None]:
+            z, _ = state
+            return z.mT @ z - eye, None
+
+        def step(state: tuple[Tensor, Tensor], f: Tensor, _: None) -> tuple[Tensor, Tensor] | None:
+            z, lam = state
             d, q = torch.linalg.eigh(_sym(xt.mT @ z))
             denom = d.unsqueeze(-1) + d.unsqueeze(-2)
             if bool((denom <= 0).any()):
-                break
+                return None
             lam = lam - q @ ((q.mT @ f @ q) / denom) @ q.mT
-            z = yt + xt @ lam
-        raise ConvergenceError(
-            f"{self.name}.shake: no symmetric multiplier found that puts Y back on the manifold "
-            "along the normal space at X (the step is too large for the constraint); reduce "
-            "the step size lr or raise shake_maxiter/shake_tol",
-            residual=res,
-            iterations=iteration,
+            return yt + xt @ lam, lam
+
+        lam0 = torch.zeros_like(eye).expand(*xt.shape[:-2], -1, -1)
+        z, _ = newton(
+            residual,
+            step,
+            (yt, lam0),
+            tol=tol,
+            maxiter=self.shake_maxiter,
+            failure=f"{self.name}.shake: no symmetric multiplier found that puts Y back on the "
+            "manifold along the normal space at X (the step is too large for the constraint); "
+            "reduce the step size lr or raise shake_maxiter/shake_tol",
         )
+        return self._tall(z, wide)
 
     # ------------------------------------------------------------------ validation
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
