@@ -26,15 +26,21 @@ torch.set_num_threads(1)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001, ARG001
-    """Print the fault sweep's size: the "fault_examples" user properties, summed over tests."""
-    total, tests = 0, 0
+    """Print the fault sweep's figures: its user properties, summed over tests."""
+    keys = ("fault_examples", "faults_injected", "nan_committed", "silent_violations")
+    totals, tests = dict.fromkeys(keys, 0), 0
     for outcome in ("passed", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "when", None) != "call":
                 continue
-            for key, value in getattr(report, "user_properties", ()):
-                if key == "fault_examples":
-                    total += int(value)
-                    tests += 1
+            props = dict(getattr(report, "user_properties", ()))
+            if "fault_examples" in props:
+                tests += 1
+                for key in keys:
+                    totals[key] += int(props.get(key, 0))
     if tests:
-        terminalreporter.write_line(f"fault sweep: {total} examples in {tests} tests")
+        terminalreporter.write_line(
+            f"fault sweep: {totals['fault_examples']} examples in {tests} tests, "
+            f"{totals['faults_injected']} faults injected, {totals['nan_committed']} NaN "
+            f"committed, {totals['silent_violations']} silent violations"
+        )

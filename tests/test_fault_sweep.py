@@ -3,13 +3,22 @@
 The property, for every example: either a correct result (finite, and on M within the
 dtype's tolerance) or a clear exception (ValueError, ConvergenceError, NonFiniteError)
 whose message names the offending argument; after an integrator raises, parameters and
-optimizer state are exactly as before. Each test records how many examples it ran as
-the user property ``fault_examples``.
+optimizer state are exactly as before. Each test records, as user properties, how many
+examples it ran (``fault_examples``), how many extreme inputs it injected
+(``faults_injected``), and how many non-finite values were committed
+(``nan_committed``) or results left M without an exception (``silent_violations``);
+either of the last two fails the test.
+
+``GEODYN_FAULT_SWEEP_LONG=1`` runs the long mode: every test draws ``LONG_FACTOR``
+times the examples, and the integrator matrix adds ABOBA and the base optimizers
+AdamW, RMSprop (centered) and Adagrad, over 10^5 examples in all.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -37,12 +46,18 @@ from geodyn import (
 from geodyn.manifolds import default_atol
 
 FAULTS = (ValueError, ConvergenceError, NonFiniteError)
+LONG = os.environ.get("GEODYN_FAULT_SWEEP_LONG") == "1"
+LONG_FACTOR = 28
+"""Examples per test in the long mode, relative to the default sweep."""
+
+TALLY: Counter[str] = Counter()
+"""Counts of the running test: faults injected, NaN committed, silent violations."""
 
 
 def sweep(max_examples: int) -> settings:
     """The profile's settings (derandomized in "ci") with ``max_examples`` per test."""
     return settings(
-        max_examples=max_examples,
+        max_examples=max_examples * (LONG_FACTOR if LONG else 1),
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
@@ -89,7 +104,17 @@ def attempt(fn: Callable[[], Tensor], *names: str) -> Tensor | None:
 def assert_on(manifold: Manifold, z: Tensor, like: Tensor, what: str) -> None:
     assert z.shape == like.shape and z.dtype == like.dtype, what
     ok, reason = manifold.check_point(z)
+    if not ok:
+        TALLY["nan_committed" if not bool(torch.isfinite(z).all()) else "silent_violations"] += 1
     assert ok, f"{what}: {reason}"
+
+
+def record_tally(record_property: Callable[[str, object], None], examples: int) -> None:
+    """Record the test's example count and tally as user properties (summed by conftest)."""
+    record_property("fault_examples", examples)
+    for key in ("faults_injected", "nan_committed", "silent_violations"):
+        record_property(key, TALLY[key])
+    TALLY.clear()
 
 
 def ambient(shape: tuple[int, ...], kind: str, dtype: torch.dtype, g: torch.Generator) -> Tensor:
@@ -132,6 +157,8 @@ def test_project_and_check_point_under_extreme_input(name: str, record_property:
         count += 1
         g = torch.Generator().manual_seed(seed)
         x = ambient((2, *shape), kind, torch.float64, g).mul(scale).to(dtype)
+        # extreme x, a point off M, and a NaN entry
+        TALLY["faults_injected"] += int(scale != 1.0 or kind != "gaussian") + int(offset > 0) + 1
         z = attempt(lambda: manifold.project(x), "x")
         if z is not None:
             assert_on(manifold, z, x, f"project of |x| ~ {scale:g}, {kind}")
@@ -150,8 +177,9 @@ def test_project_and_check_point_under_extreme_input(name: str, record_property:
         ok, reason = manifold.check_point(bad)
         assert not ok and reason
 
+    TALLY.clear()
     run()
-    record_property("fault_examples", count)
+    record_tally(record_property, count)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -175,10 +203,13 @@ def test_tangent_verbs_retract_and_shake_under_extreme_steps(
         x0 = on_point(manifold, (2, *shape), dtype, g)
         x = x0 + offset * ambient(x0.shape, "gaussian", dtype, g)
         raw = ambient(x.shape, "gaussian", dtype, g) * tscale
+        TALLY["faults_injected"] += int(offset > 0) + int(tscale != 1.0)
         for verb in (manifold.proj_tangent, manifold.rattle):
             u = attempt(lambda verb=verb: verb(x, raw), "x", "v", "p")
             if u is None:
                 continue
+            if not bool(torch.isfinite(u).all()):
+                TALLY["nan_committed"] += 1
             assert bool(torch.isfinite(u).all()), f"{verb.__name__} of |v| ~ {tscale:g}"
             if offset == 0:  # at a point of M the result is tangent: projecting again fixes it
                 scale = max(1.0, float(u.abs().max()))
@@ -192,13 +223,16 @@ def test_tangent_verbs_retract_and_shake_under_extreme_steps(
         if z is not None:
             assert_on(manifold, z, x, f"shake, |y - x| ~ {tscale:g}, x off M by {offset:g}")
 
+    TALLY.clear()
     run()
-    record_property("fault_examples", count)
+    record_tally(record_property, count)
 
 
 # ------------------------------------------------------------------------ integrators
 F32 = torch.float32
 OPTIMIZERS = ("rsgd", "baoab", "obabo", "overdamped", "adam", "sgd")
+if LONG:
+    OPTIMIZERS += ("aboba", "adamw", "rmsprop", "adagrad")
 GRADIENTS = ("zero", "gaussian", "huge", "nan", "inf")
 STEP_NAMES = ("gradient", "lr", "learning rate", "step size")
 
@@ -207,16 +241,18 @@ def make_optimizer(kind: str, p: Tensor, manifold: Manifold, lr: float) -> torch
     group = [{"params": [p], "manifold": manifold}]
     if kind == "rsgd":
         return geodyn.RiemannianSGD(group, lr=lr, momentum=0.9)
-    if kind in ("baoab", "obabo"):
+    if kind in ("baoab", "obabo", "aboba"):
         return geodyn.Splitting(group, lr=lr, gamma=1.0, tau=0.1, scheme=kind.upper(), seed=0)
     if kind == "overdamped":
         return geodyn.Overdamped(group, lr=lr, tau=0.1, seed=0)
-    base = (
-        torch.optim.Adam(group, lr=lr)
-        if kind == "adam"
-        else torch.optim.SGD(group, lr=lr, momentum=0.9)
-    )
-    return geodyn.Constrained(base)
+    bases: dict[str, Callable[[], torch.optim.Optimizer]] = {
+        "adam": lambda: torch.optim.Adam(group, lr=lr),
+        "sgd": lambda: torch.optim.SGD(group, lr=lr, momentum=0.9),
+        "adamw": lambda: torch.optim.AdamW(group, lr=lr, weight_decay=0.01),
+        "rmsprop": lambda: torch.optim.RMSprop(group, lr=lr, momentum=0.5, centered=True),
+        "adagrad": lambda: torch.optim.Adagrad(group, lr=lr),
+    }
+    return geodyn.Constrained(bases[kind]())
 
 
 def gradient(kind: str, like: Tensor, g: torch.Generator) -> Tensor:
@@ -262,11 +298,11 @@ def checked_step(opt: torch.optim.Optimizer, p: Tensor, manifold: Manifold, grad
         if isinstance(err, (NonFiniteError, ConvergenceError)):
             assert_unchanged(before, snapshot(opt, p))
         return False
-    ok, reason = manifold.check_point(p.detach())
-    assert ok, f"{type(opt).__name__} step left the parameter off M: {reason}"
+    assert_on(manifold, p.detach(), p, f"{type(opt).__name__} step")
     for key, value in opt.state[p].items():
-        if torch.is_tensor(value):
-            assert bool(torch.isfinite(value).all()), f"state {key!r} is not finite"
+        if torch.is_tensor(value) and not bool(torch.isfinite(value).all()):
+            TALLY["nan_committed"] += 1
+            raise AssertionError(f"state {key!r} is not finite")
     return True
 
 
@@ -292,10 +328,12 @@ def test_integrators_under_faulty_gradients_and_huge_steps(
         p = torch.nn.Parameter(on_point(manifold, (2, *shape), dtype, g))
         opt = make_optimizer(kind, p, manifold, lr)
         for grad in grads:
+            TALLY["faults_injected"] += int(grad in ("huge", "nan", "inf") or lr > 1)
             checked_step(opt, p, manifold, gradient(grad, p, g))
 
+    TALLY.clear()
     run()
-    record_property("fault_examples", count)
+    record_tally(record_property, count)
 
 
 def test_norm_ball_shake_takes_the_root_nearest_zero_when_y_is_behind_x() -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds import ConvergenceError, Manifold, default_atol
+from ..manifolds._roots import newton
 from ._normal import NormalSolver
 from ._sympy import SympyConstraint
 
@@ -355,24 +356,27 @@ class Implicit(Manifold):
         """
         xb, _ = self._flatten(x, "x")
         tol = self._tol(self.project_tol, x.dtype)
-        z = xb.reshape(-1, self.numel)
-        residual = float("nan")
-        for iteration in range(self.project_maxiter + 1):
-            values, jac = self._values_and_jacobian(z.reshape(xb.shape))
-            residual = float(values.abs().max()) if values.numel() else 0.0
-            z = z - self._solver(jac, "a Gauss-Newton iterate of project(x)").min_norm_step(values)
-            # the last step is taken even on success: it squares the residual
-            if residual <= tol:
-                return z.reshape(x.shape)
-            if not math.isfinite(residual) or iteration == self.project_maxiter:
-                break
-        raise ConvergenceError(
-            f"{self.name}.project: Gauss-Newton missed project_tol {tol:.1e}; x may be far "
-            "from M or near where the constraints degenerate: start closer to M (after a "
+
+        def residual(z: Tensor) -> tuple[Tensor, Tensor]:
+            return self._values_and_jacobian(z.reshape(xb.shape))
+
+        def step(z: Tensor, values: Tensor, jac: Tensor) -> Tensor:
+            where = "a Gauss-Newton iterate of project(x)"
+            return z - self._solver(jac, where).min_norm_step(values)
+
+        # the step is taken even on success: it squares the residual
+        z = newton(
+            residual,
+            step,
+            xb.reshape(-1, self.numel),
+            tol=tol,
+            maxiter=self.project_maxiter,
+            polish=True,
+            failure=f"{self.name}.project: Gauss-Newton missed project_tol {tol:.1e}; x may be "
+            "far from M or near where the constraints degenerate: start closer to M (after a "
             "step: reduce the step size lr), or raise project_maxiter",
-            residual=residual,
-            iterations=iteration,
         )
+        return z.reshape(x.shape)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         r"""x' = y + J(x)^T lambda on M, by Newton on the multipliers lambda.
@@ -390,27 +394,29 @@ class Implicit(Manifold):
         self._require_on_manifold(values0, max(10 * tol, default_atol(x.dtype)), "shake")
         self._solver(jac0, "x")
         normals = jac0.mT
-        z = y.reshape(-1, self.numel)
-        residual = float("nan")
-        for iteration in range(self.shake_maxiter + 1):
-            values, jac = self._values_and_jacobian(z.reshape(xb.shape))
-            residual = float(values.abs().max()) if values.numel() else 0.0
-            step = _solve(jac @ normals, values.unsqueeze(-1))
-            if not math.isfinite(residual) or not bool(torch.isfinite(step).all()):
-                break
-            z = z - (normals @ step).squeeze(-1)
-            # the last Newton step is taken even on success: it squares the residual
-            if residual <= tol:
-                return z.reshape(y.shape)
-            if iteration == self.shake_maxiter:
-                break
-        raise ConvergenceError(
-            f"{self.name}.shake: no multipliers along the normal space at x put y back on M "
-            f"within shake_tol {tol:.1e} (y is too far from x: reduce the step size lr, or "
-            "raise shake_maxiter)",
-            residual=residual,
-            iterations=iteration,
+
+        def residual(z: Tensor) -> tuple[Tensor, Tensor]:
+            return self._values_and_jacobian(z.reshape(xb.shape))
+
+        def step(z: Tensor, values: Tensor, jac: Tensor) -> Tensor | None:
+            multipliers = _solve(jac @ normals, values.unsqueeze(-1))
+            if not bool(torch.isfinite(multipliers).all()):
+                return None
+            return z - (normals @ multipliers).squeeze(-1)
+
+        # the last Newton step is taken even on success: it squares the residual
+        z = newton(
+            residual,
+            step,
+            y.reshape(-1, self.numel),
+            tol=tol,
+            maxiter=self.shake_maxiter,
+            polish=True,
+            failure=f"{self.name}.shake: no multipliers along the normal space at x put y back "
+            f"on M within shake_tol {tol:.1e} (y is too far from x: reduce the step size lr, "
+            "or raise shake_maxiter)",
         )
+        return z.reshape(y.shape)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         r"""R_x(v) = project(x + v), a first-order retraction (project fixes the points of M).
@@ -424,15 +430,14 @@ class Implicit(Manifold):
             raise ValueError(f"v has shape {tuple(v.shape)} but x has {tuple(x.shape)}")
         return self.project(x + v)
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
         """A standard Gaussian sample projected onto M (not a uniform sample of M)."""
-        self.check_shape(shape, "shape")
         x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         try:
             return self.project(x)

@@ -178,10 +178,24 @@ class Manifold(geoopt.Manifold):
         device: torch.device | str | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """A random point of M of the given shape (Gaussian, then projected)."""
+        """A random point of M of the given shape (batch dimensions included).
+
+        Checks ``shape``, then draws with :meth:`_sample_point`, which each manifold
+        implements with its own law (this default: a Gaussian, projected onto M).
+        """
+        shape = tuple(shape)
         self.check_shape(shape, "shape")
-        x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
-        return self.project(x)
+        return self._sample_point(shape, dtype, device, generator)
+
+    def _sample_point(
+        self,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """The draw behind :meth:`random_point`, for a ``shape`` already checked."""
+        return self.project(torch.randn(shape, dtype=dtype, device=device, generator=generator))
 
     def random_tangent(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A Gaussian vector in T_x M."""

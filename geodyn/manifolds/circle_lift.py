@@ -90,7 +90,8 @@ class CircleLift(Sphere):
 
     def _on_circle(self, y: Tensor) -> Tensor:
         """y r / |y| as (real, imaginary) pairs: the rounding of a rotation removed."""
-        return torch.view_as_real(y) * _abs2(y).rsqrt_().mul_(self.radius).unsqueeze(-1)
+        # out of place: autograd keeps rsqrt's output for the backward pass
+        return torch.view_as_real(y) * (self.radius * _abs2(y).rsqrt()).unsqueeze(-1)
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
         if len(shape) < 1 or shape[-1] != 2:

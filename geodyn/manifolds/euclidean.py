@@ -39,12 +39,11 @@ class Euclidean(Manifold):
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         return y
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        self.check_shape(shape, "shape")
         return torch.randn(shape, dtype=dtype, device=device, generator=generator)

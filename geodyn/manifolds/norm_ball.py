@@ -7,6 +7,7 @@ c(x) = (|x|^2 - r^2) / (2 r^2) <= 0 (the sphere's residual, negative inside).
                P_x v = v - x max(<x, v>, 0) / <x, x> removes only an outward component
 * projection   the radial clip x min(1, r / |x|), the nearest point
 * SHAKE        y if |y| <= r, else y + lambda x on the sphere |.| = r
+* drift        the billiard flow: free flight, p <- p - 2 <p, n> n (n = x / r) at each wall hit
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from .sphere import _check_radius, safe_norm
 
 __all__ = ["NormBall"]
 
+MAX_REFLECTIONS = 64
+"""Wall hits one :meth:`NormBall.drift` follows before it raises (a chord per hit)."""
+
 
 def _sqnorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
@@ -27,11 +31,13 @@ def _sqnorm(x: Tensor) -> Tensor:
 class NormBall(Manifold):
     r"""The ball ||x||_2 <= radius over the last dimension (``is_inequality = True``).
 
-    Contact model: a point moves freely inside; at the boundary, ``proj_tangent``
-    and ``rattle`` remove the outward normal component of a velocity and keep
-    an inward one, so a trajectory slides along the sphere or leaves it inward
-    (an inelastic, non-sticky wall). SHAKE puts a step that leaves the ball
-    back on the sphere with a multiplier along the old point x.
+    Contact model: :meth:`drift` is the billiard flow, free flight with an
+    elastic reflection p <- p - 2 <p, n> n at the wall, which preserves the
+    uniform law of x times the Gaussian law of p (so samplers hit their
+    measure). At a boundary point ``proj_tangent`` and ``rattle`` remove the
+    outward normal component of a velocity and keep an inward one (the tangent
+    cone), and SHAKE puts a step that leaves the ball back on the sphere with a
+    multiplier along the old point x: the projected-step model of optimizers.
 
     Args:
         radius: r > 0.
@@ -110,15 +116,64 @@ class NormBall(Manifold):
         z = y + x * (-d / (b + torch.where(b < 0, -root, root)))
         return torch.where(outside, z * (self.radius / safe_norm(z, -1)), y)
 
-    def random_point(
+    def drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        r"""Move for time h along p inside the ball, reflecting elastically at |x| = r.
+
+        Each chord ends at the exit time t of |x + t p| = r, the positive root of
+        a t^2 + 2 b t + c = 0 (a = |p|^2, b = <x, p>, c = |x|^2 - r^2), taken
+        without cancellation; there p <- p - 2 <p, n> n with n = x / r, and the
+        flight continues for the time left. This is the exact billiard flow:
+        volume preserving and reversible (drift(x', -p', h) = (x, -p)) with |p|
+        conserved, so it keeps the uniform law of x in the ball times any
+        isotropic law of p, the invariant measure of constrained Langevin
+        dynamics with U = 0 (reflective HMC, Afshar and Domke 2015). The result
+        is always admissible, so ``rattle`` is not needed and is ignored.
+        Rows are independent; the loop runs over wall hits, batched.
+
+        Raises:
+            ConvergenceError: a row needs more than ``MAX_REFLECTIONS`` wall hits
+                (a step far longer than the ball's diameter, or a grazing path).
+        """
+        r2 = self.radius**2
+        left = torch.full_like(x[..., :1], float(h))
+        a = (p * p).sum(-1, keepdim=True)
+        a_or_1 = torch.where(a > 0, a, torch.ones_like(a))  # p = 0: t = 0, no hit
+        for reflection in range(MAX_REFLECTIONS + 1):
+            b = (x * p).sum(-1, keepdim=True)
+            c = (x * x).sum(-1, keepdim=True) - r2
+            root = (b * b - a * c).clamp(min=0).sqrt()
+            t = torch.where(b > 0, -c / (b + root), (root - b) / a_or_1).clamp(min=0)
+            # a hit: the wall comes first, and the path leaves through it (not tangent at it)
+            hit = (a > 0) & (t < left) & ((t > 0) | (b > 0))
+            if not bool(hit.any()):
+                break
+            if reflection == MAX_REFLECTIONS:
+                raise ConvergenceError(
+                    f"{self.name}.drift: a path hit the wall more than {MAX_REFLECTIONS} times "
+                    "in one step (the step is long against the ball's diameter); reduce the "
+                    "step size lr",
+                    residual=float(torch.where(hit, left, 0.0).max()),
+                    iterations=reflection,
+                )
+            wall = x + t * p
+            wall = wall * (self.radius / safe_norm(wall, -1))
+            normal_speed = (wall * p).sum(-1, keepdim=True) / r2
+            x = torch.where(hit, wall, x)
+            p = torch.where(hit, p - (2 * normal_speed) * wall, p)
+            left = torch.where(hit, left - t, left)
+        y = x + left * p
+        return y * (self.radius / safe_norm(y, -1)).clamp(max=1.0), p
+
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
         """Uniform in the ball: a uniform direction times r U^(1/n)."""
-        self.check_shape(shape, "shape")
         x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         u = torch.rand((*shape[:-1], 1), dtype=x.dtype, device=device, generator=generator)
         return x * (self.radius * u.pow(1 / shape[-1]) / x.norm(dim=-1, keepdim=True))

@@ -158,14 +158,13 @@ class Product(Manifold):
 
         return self._map(spread, *tensors)
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        self.check_shape(shape, "shape")
         batch = tuple(shape[:-1])
         parts = [
             m.random_point(*batch, *s, dtype=dtype, device=device, generator=generator)

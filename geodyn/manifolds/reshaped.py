@@ -118,14 +118,13 @@ class Reshaped(Manifold):
         ip = ip.reshape(*batch, -1).sum(-1)
         return ip.reshape(*batch, *([1] * self.ndim)) if keepdim else ip
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        self.check_shape(shape, "shape")
         batch = tuple(shape[: len(shape) - self.ndim])
         y = self.base.random_point(
             *batch, *self.view_shape, dtype=dtype, device=device, generator=generator

@@ -135,15 +135,14 @@ class Oblique(Manifold):
         lam = -d / (b + torch.where(b < 0, -root, root))
         return torch.addcmul(y, x, lam)
 
-    def random_point(
+    def _sample_point(
         self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
+        shape: tuple[int, ...],
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        generator: torch.Generator | None,
     ) -> Tensor:
         """Uniform (Haar) random point: normalised Gaussian slices."""
-        self.check_shape(shape, "shape")
         x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
         return x * (self.radius / x.norm(dim=self.dim, keepdim=True))
 

@@ -15,12 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Manifold, all_finite
+from .base import Manifold, all_finite
 
 __all__ = ["Stiefel"]
 
 RETRACTIONS = ("qr", "polar", "cayley", "exp")
+
+# Half precisions are factorised in float32: CPU torch has no half Cholesky, LU or eigh,
+# and a half-precision matrix_exp is off by orders of magnitude.
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _sym(a: Tensor) -> Tensor:
@@ -165,22 +170,26 @@ class Stiefel(Manifold):
         return self._tall(vt - xt @ _sym(xt.mT @ vt), wide)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
+        if x.dtype in _HALF:
+            return self.retract(x.float(), v.float()).to(x.dtype)
         wide = self._wide(x)
         xt, vt = self._tall(x, wide), self._tall(v, wide)
         if self.retraction == "qr":
             return self._tall(self._retract_qr(xt, vt), wide)
-        if self.retraction == "polar":
-            y = _polar(xt + vt)
-        elif self.retraction == "cayley":
-            y = self._retract_cayley(xt, vt)
-        else:
-            y = self._retract_exp(xt, vt)
-        polished: Tensor | None = y
-        if self.retraction != "polar" and all_finite(y):
-            # the solve / matrix exponential leave |Y^T Y - I| at a few 1e-6 in float32 and
-            # far more for huge steps: one CholeskyQR pass removes that rounding (it moves
-            # an orthonormal frame by its residual only)
-            polished = _cholesky_qr(y)
+        polished: Tensor | None = None
+        try:
+            if self.retraction == "polar":
+                polished = _polar(xt + vt)
+            else:
+                y = (self._retract_cayley if self.retraction == "cayley" else self._retract_exp)(
+                    xt, vt
+                )
+                # the solve / matrix exponential leave |Y^T Y - I| at a few 1e-6 in float32
+                # and far more for huge steps: one CholeskyQR pass removes that rounding (it
+                # moves an orthonormal frame by its residual only)
+                polished = _cholesky_qr(y) if all_finite(y) else None
+        except torch.linalg.LinAlgError:  # a factorisation of an overflowed Gram matrix
+            polished = None
         if polished is None or not all_finite(polished):
             raise ValueError(
                 f"v is too large for the {self.retraction!r} retraction (the result is not "
@@ -235,37 +244,45 @@ class Stiefel(Manifold):
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The embedded-metric geodesic from X with initial velocity ``u`` (made tangent)."""
+        if x.dtype in _HALF:
+            return self.expmap(x.float(), u.float()).to(x.dtype)
         wide = self._wide(x)
         return self._tall(self._retract_exp(self._tall(x, wide), self._tall(u, wide)), wide)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         """Y + X Lambda on M with Lambda symmetric (wide: Y + Lambda X), by Newton's method."""
+        if x.dtype in _HALF:
+            return self.shake(x.float(), y.float()).to(x.dtype)
         wide = self._wide(x)
         xt, yt = self._tall(x, wide), self._tall(y, wide)
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, xt.shape[-2])
         eye = _eye_like(xt)
-        z = yt
-        lam = torch.zeros_like(eye).expand(*xt.shape[:-2], -1, -1)
-        for iteration in range(self.shake_maxiter + 1):
-            f = z.mT @ z - eye
-            res = float(f.abs().max()) if f.numel() else 0.0
-            if res <= tol:
-                return self._tall(z, wide)
-            if not res < float("inf") or iteration == self.shake_maxiter:
-                break
+
+        def residual(state: tuple[Tensor, Tensor]) -> tuple[Tensor, None]:
+            z, _ = state
+            return z.mT @ z - eye, None
+
+        def step(state: tuple[Tensor, Tensor], f: Tensor, _: None) -> tuple[Tensor, Tensor] | None:
+            z, lam = state
             d, q = torch.linalg.eigh(_sym(xt.mT @ z))
             denom = d.unsqueeze(-1) + d.unsqueeze(-2)
             if bool((denom <= 0).any()):
-                break
+                return None
             lam = lam - q @ ((q.mT @ f @ q) / denom) @ q.mT
-            z = yt + xt @ lam
-        raise ConvergenceError(
-            f"{self.name}.shake: no symmetric multiplier found that puts Y back on the manifold "
-            "along the normal space at X (the step is too large for the constraint); reduce "
-            "the step size lr or raise shake_maxiter/shake_tol",
-            residual=res,
-            iterations=iteration,
+            return yt + xt @ lam, lam
+
+        lam0 = torch.zeros_like(eye).expand(*xt.shape[:-2], -1, -1)
+        z, _ = newton(
+            residual,
+            step,
+            (yt, lam0),
+            tol=tol,
+            maxiter=self.shake_maxiter,
+            failure=f"{self.name}.shake: no symmetric multiplier found that puts Y back on the "
+            "manifold along the normal space at X (the step is too large for the constraint); "
+            "reduce the step size lr or raise shake_maxiter/shake_tol",
         )
+        return self._tall(z, wide)
 
     # ------------------------------------------------------------------ validation
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
