@@ -2,10 +2,12 @@
 
 from .base import ConvergenceError, Manifold, default_atol
 from .circle_lift import CircleLift
+from .complex import ComplexSphere, ComplexStiefel
 from .euclidean import Euclidean
 from .interop import GeooptAdapter, as_geodyn
 from .lp_sphere import LpSphere
 from .norm_ball import NormBall
+from .orthogonalize import msign, polar_newton_schulz
 from .product import Product
 from .reshaped import Reshaped
 from .sphere import NeuronSpheres, Oblique, Sphere
@@ -13,6 +15,8 @@ from .stiefel import Stiefel
 
 __all__ = [
     "CircleLift",
+    "ComplexSphere",
+    "ComplexStiefel",
     "ConvergenceError",
     "Euclidean",
     "GeooptAdapter",
@@ -27,4 +31,6 @@ __all__ = [
     "Stiefel",
     "as_geodyn",
     "default_atol",
+    "msign",
+    "polar_newton_schulz",
 ]

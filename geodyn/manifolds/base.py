@@ -33,8 +33,11 @@ _ATOL = {
 
 
 def default_atol(dtype: torch.dtype) -> float:
-    """Tolerance on the constraint residual below which a point counts as on M."""
-    return _ATOL.get(dtype, 1e-5)
+    """Tolerance on the constraint residual below which a point counts as on M.
+
+    A complex dtype has its real part's tolerance (complex64: float32's).
+    """
+    return _ATOL.get(dtype.to_real(), 1e-5)
 
 
 def all_finite(*tensors: Tensor) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._trace import traced
 from .base import ConvergenceError, Manifold
 
 __all__ = ["NeuronSpheres", "Oblique", "Sphere"]
@@ -26,12 +27,13 @@ def safe_norm(x: Tensor, dim: int, p: float = 2.0) -> Tensor:
     """||x||_p along ``dim`` (kept), without overflow or underflow of the powers |x_i|^p.
 
     The plain norm, and where it is 0 or not finite m ||x / m||_p with m = max |x_i|.
-    Eager code computes the second only when needed (one host sync); compiled code
-    computes both and selects, so the graph has no data-dependent branch.
+    Eager code computes the second only when needed (one host sync); traced code
+    (compiled, or under ``torch.func.vmap``) computes both and selects, so the graph
+    has no data-dependent branch.
     """
     norm = _norm(x, dim, p)
     fine = torch.isfinite(norm) & (norm > 0)
-    if not torch.compiler.is_compiling() and bool(fine.all()):
+    if not traced(x) and bool(fine.all()):
         return norm
     m = x.abs().amax(dim=dim, keepdim=True)
     m = torch.where(m > 0, m, torch.ones_like(m))
@@ -122,7 +124,8 @@ class Oblique(Manifold):
         b = self._dot(x, y)
         d = self._sqnorm(y) - self.radius**2
         disc = b * b - a * d
-        if bool((~(disc >= 0)).any()):  # negative, or NaN from overflow
+        # negative, or NaN from overflow; traced code leaves the NaN to the caller's check
+        if not traced(disc) and bool((~(disc >= 0)).any()):
             worst = float((-disc / a.square()).nan_to_num(nan=float("inf")).clamp(min=0).max())
             raise ConvergenceError(
                 f"{self.name}.shake: no multiplier puts y back on the sphere along the normal "

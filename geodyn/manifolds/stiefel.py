@@ -17,11 +17,12 @@ from torch import Tensor
 
 from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import Manifold, all_finite
+from .base import ConvergenceError, Manifold, all_finite
+from .orthogonalize import polar_newton_schulz
 
 __all__ = ["Stiefel"]
 
-RETRACTIONS = ("qr", "polar", "cayley", "exp")
+RETRACTIONS = ("qr", "polar", "cayley", "exp", "newton-schulz")
 
 # Half precisions are factorised in float32: CPU torch has no half Cholesky, LU or eigh,
 # and a half-precision matrix_exp is off by orders of magnitude.
@@ -89,8 +90,11 @@ class Stiefel(Manifold):
             by CholeskyQR), ``"polar"`` (the polar factor of X + V, from the eigen-
             decomposition of the p x p Gram matrix), ``"cayley"`` (the Cayley
             transform of the skew matrix W = P V X^T - X (P V)^T, P = I - X X^T/2,
-            solved in its rank-2p form) or ``"exp"`` (the geodesic of the
-            embedded metric). Cayley and exp end with one CholeskyQR pass, which
+            solved in its rank-2p form), ``"exp"`` (the geodesic of the
+            embedded metric), or ``"newton-schulz"`` (the polar factor of X + V by
+            Newton-Schulz iterations to a residual tolerance: matrix products only,
+            see :func:`geodyn.manifolds.orthogonalize.polar_newton_schulz`). Cayley
+            and exp end with one CholeskyQR pass, which
             removes their rounding (a few 1e-6 in float32); a step too large for
             any of them raises ``ValueError``.
         shake_tol: residual max |X'^T X' - I| at which SHAKE stops; by default
@@ -176,6 +180,8 @@ class Stiefel(Manifold):
         xt, vt = self._tall(x, wide), self._tall(v, wide)
         if self.retraction == "qr":
             return self._tall(self._retract_qr(xt, vt), wide)
+        if self.retraction == "newton-schulz":
+            return self._tall(polar_newton_schulz(xt + vt), wide)
         polished: Tensor | None = None
         try:
             if self.retraction == "polar":

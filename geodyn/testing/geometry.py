@@ -59,8 +59,10 @@ def point_size(manifold: Manifold, shape: tuple[int, ...]) -> int:
 
 
 def flat_points(manifold: Manifold, x: Tensor) -> Tensor:
-    """``x`` reshaped to (B, n): one row per point of the batch."""
+    """``x`` reshaped to (B, n): one row per point (a complex point as its 2n real coordinates)."""
     n = point_size(manifold, tuple(x.shape))
+    if x.is_complex():
+        return torch.stack((x.real, x.imag), dim=-1).reshape(-1, 2 * n)
     return x.reshape(-1, n)
 
 
@@ -108,6 +110,8 @@ def constraint_jacobian(
             return x.new_zeros(batch, 0, n)
         seeds = torch.eye(m, dtype=c.dtype, device=c.device).unsqueeze(1).expand(m, batch, m)
         (rows,) = torch.autograd.grad(c, xf, seeds, is_grads_batched=True)
+    if rows.is_complex():  # torch's gradient of a real c: dc/d(Re z) + i dc/d(Im z)
+        rows, n = torch.stack((rows.real, rows.imag), dim=-1), 2 * n
     jac = rows.reshape(m, batch, n).transpose(0, 1)
     if manifold.is_inequality and active_atol is not None:
         equality = ~inequality_rows(manifold, x).reshape(c.shape)

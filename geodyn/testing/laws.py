@@ -180,8 +180,9 @@ def law_retraction(
         res > tol.residual, f"{law} lands on M", manifold, x,
         f"residual |c(R_x(t v))| = {res:.3e} > {tol.residual:.1e} (t = {step:.3g})",
     )
-    x64, v64 = x.double(), v.double()
-    if x.dtype != torch.float64:
+    wide = torch.complex128 if x.is_complex() else torch.float64
+    x64, v64 = x.to(wide), v.to(wide)
+    if x.dtype != wide:
         x64 = manifold.project(x64)
         v64 = manifold.proj_tangent(x64, v64)
     k = RATE_HALVINGS + 1

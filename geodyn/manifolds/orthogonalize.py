@@ -1,0 +1,166 @@
+r"""Orthogonalisation by matrix products only: the polar factor and the matrix sign of an update.
+
+Two different tools share the Newton-Schulz family of odd matrix polynomials
+$X \leftarrow a X + b (X X^H) X + c (X X^H)^2 X$, which act on each singular value
+as the scalar map $s \mapsto a s + b s^3 + c s^5$ and leave the singular vectors alone:
+
+* :func:`polar_newton_schulz` runs the cubic $X \leftarrow X (3I - X^H X)/2$ to a residual
+  tolerance on $|X^H X - I|$. Its fixed point is the polar factor $U V^H$ of $Y = U S V^H$,
+  reached quadratically from near-orthogonal starts ($E' = -\tfrac34 E^2 - \tfrac14 E^3$
+  for $E = X^H X - I$), so it is a retraction: ``Stiefel("newton-schulz")``.
+* :func:`msign` applies a fixed number of steps of a chosen polynomial to $G / |G|_F$:
+  the approximate orthogonalisation of an update used by Muon. Muon's quintic
+  (3.4445, -4.7750, 2.0315) maps singular values of G / |G|_F in [0.01, 1] into
+  [0.68, 1.14] after 5 steps (smaller ones above 2e-3 up to 1.20, and those below
+  about 1.5e-3 stay under 0.68): fast, and good enough for a search direction, but
+  its result is not orthonormal and it is never a retraction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._tol import solver_tol
+from ._trace import traced
+from .base import ConvergenceError
+
+__all__ = ["COEFFICIENTS", "msign", "polar_newton_schulz"]
+
+COEFFICIENTS: dict[str, tuple[float, float, float]] = {
+    "cubic": (1.5, -0.5, 0.0),
+    "quintic": (3.4445, -4.7750, 2.0315),
+}
+"""Named coefficients (a, b, c) of s -> a s + b s^3 + c s^5: the classic cubic Newton-Schulz
+step (fixed point 1, quadratic convergence) and Muon's quintic (slope 3.4445 at 0)."""
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _coefficients(coefficients: str | tuple[float, float, float]) -> tuple[float, float, float]:
+    if isinstance(coefficients, str):
+        if coefficients not in COEFFICIENTS:
+            raise ValueError(
+                f"coefficients must be one of {tuple(COEFFICIENTS)} or a tuple (a, b, c), "
+                f"got {coefficients!r}"
+            )
+        return COEFFICIENTS[coefficients]
+    a, b, c = (float(v) for v in coefficients)
+    return a, b, c
+
+
+def _check_matrix(x: Tensor, name: str) -> None:
+    if x.dim() < 2 or x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; it needs (..., n, p) with n, p >= 1")
+
+
+def msign(
+    g: Tensor,
+    coefficients: str | tuple[float, float, float] = "quintic",
+    steps: int = 5,
+    *,
+    eps: float = 1e-7,
+    dtype: torch.dtype | None = torch.bfloat16,
+) -> Tensor:
+    r"""Approximate orthogonalisation of an update: ``steps`` polynomial steps on G / |G|_F.
+
+    $X_0 = G / \max(|G|_F, \varepsilon)$ (all singular values in [0, 1]), then
+    $X \leftarrow a X + (b A + c A^2) X$ with $A = X X^H$, on the short side of G (a
+    tall G is transposed first). The conventions, products included, are those of
+    :class:`torch.optim.Muon`, so the quintic in bfloat16 reproduces its update.
+
+    Args:
+        g: the update, shape (..., n, p); leading dimensions are a batch.
+        coefficients: ``"quintic"`` (Muon's), ``"cubic"`` (1.5, -0.5, 0) or a tuple (a, b, c).
+        steps: number of polynomial steps (>= 1).
+        eps: floor of the Frobenius norm in the pre-normalisation.
+        dtype: the working dtype, bfloat16 by default as in Muon; ``None`` keeps g's.
+
+    Returns:
+        A tensor of g's shape and dtype, with G's singular vectors and each singular
+        value s of G / |G|_F mapped by the polynomial ``steps`` times. Those values are
+        only near 1 (quintic, 5 steps: in [0.68, 1.14] for s >= 0.01); use
+        :func:`polar_newton_schulz` for an orthonormal frame.
+    """
+    _check_matrix(g, "g")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    a, b, c = _coefficients(coefficients)
+    tall = g.shape[-2] > g.shape[-1]
+    x = g if dtype is None else g.to(dtype)
+    x = x.mH if tall else x
+    shape = x.shape
+    x = x.reshape(-1, *shape[-2:])
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    for _ in range(steps):
+        gram = torch.bmm(x, x.mH)
+        update = torch.baddbmm(gram, gram, gram, beta=b, alpha=c) if c else gram * b
+        x = torch.baddbmm(x, update, x, beta=a)
+    x = x.reshape(shape)
+    return (x.mH if tall else x).to(g.dtype)
+
+
+def polar_newton_schulz(
+    y: Tensor, *, tol: float | None = None, maxiter: int = 40
+) -> Tensor:
+    r"""The polar factor U V^H of Y = U S V^H by Newton-Schulz iterations run to a tolerance.
+
+    Iterates $X \leftarrow X - \tfrac12 X E$, $E = X^H X - I$ (that is
+    $X (3I - X^H X)/2$) on the short side of Y, matrix products only, and stops when
+    $\max |E| \le$ ``tol``. The iteration converges for singular values in
+    (0, sqrt 3); Y is first divided by sqrt(r), r >= |Y^H Y|_2 the largest absolute row
+    sum of Y^H Y, when r > 2.5 (a start that is not near-orthogonal), which leaves the
+    polar factor unchanged. bfloat16 and float16 inputs are computed in float32 and
+    rounded once.
+
+    Under ``torch.compile`` or ``torch.func.vmap`` (no host sync) all ``maxiter``
+    iterations run (an orthonormal frame is a fixed point) and the residual check is
+    left to the caller (``Stiefel().residual``).
+
+    Args:
+        y: shape (..., n, p) with full rank min(n, p).
+        tol: residual max |X^H X - I| at which to stop; by default a few units of
+            rounding in the dtype (:func:`geodyn.manifolds._tol.solver_tol`).
+        maxiter: iterations after which :class:`ConvergenceError` is raised.
+
+    Raises:
+        ConvergenceError: the residual missed ``tol`` after ``maxiter`` iterations or
+            became non-finite (Y rank-deficient, or not finite).
+    """
+    _check_matrix(y, "y")
+    if isinstance(maxiter, bool) or not isinstance(maxiter, int) or maxiter < 1:
+        raise ValueError(f"maxiter must be a positive int, got {maxiter!r}")
+    work = torch.float32 if y.dtype in _HALF else y.dtype
+    wide = y.shape[-2] < y.shape[-1]
+    x = (y.mH if wide else y).to(work)
+    size = x.shape[-2]
+    if tol is None:
+        tol = solver_tol(work, size)
+    eye = torch.eye(x.shape[-1], dtype=work, device=y.device)
+    gram = x.mH @ x
+    bound = gram.abs().sum(-1).amax(-1, keepdim=True).unsqueeze(-1)
+    scale = torch.where(bound > 2.5, bound.rsqrt(), torch.ones_like(bound))
+    x = x * scale
+    eager = not traced(x)
+    residual = math.inf
+    for iteration in range(maxiter + 1):
+        err = (x.mH @ x) - eye
+        if eager:
+            residual = float(err.abs().max()) if err.numel() else 0.0
+            if residual <= tol:
+                break
+            if not math.isfinite(residual) or iteration == maxiter:
+                raise ConvergenceError(
+                    "polar_newton_schulz: the Newton-Schulz iteration missed its tolerance "
+                    f"{tol:.1e} (y is rank-deficient or not finite, or maxiter is too small "
+                    "for a start this far from orthonormal); reduce the step, or raise maxiter",
+                    residual=residual,
+                    iterations=iteration,
+                )
+        elif iteration == maxiter:
+            break
+        x = x - 0.5 * (x @ err)
+    x = x.to(y.dtype)
+    return x.mH if wide else x
