@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,20 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.run
 
+# Every peer of the benchmark, NVIDIA emerging-optimizers included, needs Python >= 3.12:
+# a second environment .venv312 (PYTHON312=/path/to/python3.12 where it is not on PATH).
+PYTHON312 ?= python3.12
+VENV312 := .venv312
+
+$(VENV312)/.installed: pyproject.toml
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip
+	$(VENV312)/bin/python -m pip install -q torch==2.13.0
+	$(VENV312)/bin/python -m pip install -q -e '.[bench]'
+	touch $@
+
+bench-peers: $(VENV312)/.installed
+	$(VENV312)/bin/python -m benchmarks.run $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) site .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV312) site .pytest_cache .hypothesis

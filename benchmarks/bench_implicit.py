@@ -9,7 +9,8 @@ it times, in one process and in interleaved rounds (built-in, implicit, built-in
   and ``rattle(x', p)``;
 * one full integrator step: ``Splitting`` (BAOAB, tau > 0) on a parameter of that shape;
 
-and prints the median times and the ratio implicit / built-in.
+and prints the median times, the ratio implicit / built-in and, for the step, how
+many times c (and its Jacobian, evaluated with it) is evaluated per step.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ from geodyn.constraints import Implicit
 from geodyn.integrators import Splitting
 from geodyn.manifolds import Manifold, Sphere, Stiefel
 
+EVALUATIONS = {"count": 0}  # calls of the constraint functions below (one per batch)
+
 
 def sphere_c(x: Tensor) -> Tensor:
+    EVALUATIONS["count"] += 1
     return (x @ x - 1) / 2
 
 
 def stiefel_c(x: Tensor) -> Tensor:
+    EVALUATIONS["count"] += 1
     gram = x.mT @ x - torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     i, j = torch.triu_indices(x.shape[-1], x.shape[-1], device=x.device)
     return gram[i, j]
@@ -104,7 +109,7 @@ def run(dtype: torch.dtype, device: torch.device, repeats: int, warmup: int = 3)
     makers = {"verbs": _verbs_job, "BAOAB step": _step_job}
     print(f"device {device}, {dtype}, {torch.get_num_threads()} threads, {repeats} repeats")
     print(f"{'job':<11} {'manifold':<17} {'shape':<14} {'built-in ms':>11} {'implicit ms':>11} "
-          f"{'ratio':>7}")
+          f"{'ratio':>7} {'c evals':>7}")
     for builtin, implicit in pairs:
         for name, make in makers.items():
             jobs = [make(case, dtype, device) for case in (builtin, implicit)]
@@ -118,8 +123,10 @@ def run(dtype: torch.dtype, device: torch.device, repeats: int, warmup: int = 3)
                     case.times[name].append(_timed(job, device))
             t_b = 1e3 * statistics.median(builtin.times[name])
             t_i = 1e3 * statistics.median(implicit.times[name])
+            EVALUATIONS["count"] = 0
+            jobs[1]()
             print(f"{name:<11} {builtin.label:<17} {str(builtin.shape):<14} {t_b:>11.3f} "
-                  f"{t_i:>11.3f} {t_i / t_b:>7.1f}")
+                  f"{t_i:>11.3f} {t_i / t_b:>7.1f} {EVALUATIONS['count']:>7d}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,21 +14,29 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .measure import tall
 from .models import Workload
+from .peers import (
+    ADAM_LR,
+    JOB_ROWS_ADAM,
+    JOB_ROWS_SGD,
+    JOB_STIEFEL_ADAM,
+    JOB_STIEFEL_SGD,
+    LR,
+    MOMENTUM,
+    Peer,
+    floors,
+    peers,
+)
 
 __all__ = ["GEODYN_OPTIMIZERS", "MANIFOLDS", "Built", "Case", "applicable", "baselines",
-           "geodyn_cases"]
+           "geodyn_cases", "newton_schulz_name"]
 
-LR = 1e-2
-ADAM_LR = 1e-3
-MOMENTUM = 0.9
 GAMMA = 1.0
 TAU = 1e-4
-STIEFEL_RETRACTIONS = ("qr", "polar", "cayley", "exp")
+STIEFEL_RETRACTIONS = ("qr", "polar", "cayley", "exp", "newton-schulz")
 
 WorkloadFactory = Callable[[bool], Workload]  # lift -> a fresh workload
-Residual = Callable[[], float]
+Residual = Callable[[], "float | None"]
 
 
 @dataclass
@@ -40,14 +48,28 @@ class Built:
 
 @dataclass
 class Case:
-    """One row of the table. ``family`` is "sphere", "stiefel" or "" (unconstrained)."""
+    """One row of the table.
+
+    ``family`` is "sphere", "stiefel" or "" (unconstrained); ``kind`` is "geodyn",
+    "torch", "floor" or "peer"; ``job`` names what is done (peers doing the same job
+    are compared); ``base`` is the torch optimizer the step time is divided by
+    ("sgd" or "adam"); ``absent`` says why the case cannot run here (reported, not
+    fatal).
+    """
 
     name: str
     optimizer: str
     family: str
     build: Callable[[WorkloadFactory], Built]
-    baseline: bool = False
+    kind: str = "geodyn"
     note: str = ""
+    job: str = ""
+    base: str = "sgd"
+    absent: str | None = None
+
+    @property
+    def baseline(self) -> bool:
+        return self.kind != "geodyn"
 
 
 def _max_residual(manifold, weights: list[Tensor]) -> Residual:  # noqa: ANN001
@@ -58,29 +80,12 @@ def _max_residual(manifold, weights: list[Tensor]) -> Residual:  # noqa: ANN001
     return residual
 
 
-def _orthonormality(weights: Callable[[], list[Tensor]]) -> Residual:
-    """max |X^T X - I| over the hidden weights, taken in their tall orientation."""
+def newton_schulz_name() -> str | None:
+    """The name geodyn's Stiefel gives its Newton-Schulz retraction, if it has one."""
+    from geodyn.manifolds import stiefel
 
-    def residual() -> float:
-        with torch.no_grad():
-            out = 0.0
-            for w in weights():
-                x = tall(w.detach())
-                eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-                out = max(out, float((x.mT @ x - eye).abs().max()))
-            return out
-
-    return residual
-
-
-def _row_sphere_residual(weights: list[Tensor]) -> Residual:
-    """max | |row|^2 - 1 | / 2 over the hidden weights (the unit-sphere constraint)."""
-
-    def residual() -> float:
-        with torch.no_grad():
-            return max(float(((w * w).sum(-1) - 1).abs().max() / 2) for w in weights)
-
-    return residual
+    names = getattr(stiefel, "RETRACTIONS", ())
+    return next((n for n in names if "newton" in n.lower() or "schulz" in n.lower()), None)
 
 
 # ----------------------------------------------------------------------------- geodyn
@@ -111,8 +116,9 @@ def _manifolds() -> dict[str, ManifoldSpec]:
         "NormBall": ManifoldSpec(lambda wl: gm.NormBall(), "sphere"),
     }
     for r in STIEFEL_RETRACTIONS:
+        name = newton_schulz_name() if r == "newton-schulz" else r
         specs[f"Stiefel {r}"] = ManifoldSpec(
-            lambda wl, r=r: gm.Stiefel(retraction=r), "stiefel", drift="retract"
+            lambda wl, name=name: gm.Stiefel(retraction=name), "stiefel", drift="retract"
         )
     specs["Stiefel SHAKE"] = ManifoldSpec(
         lambda wl: gm.Stiefel(retraction="qr"), "stiefel", drift="shake"
@@ -153,6 +159,8 @@ def applicable(manifold_name: str, kind: str) -> bool:
     the compiled step only where the manifold's transport is linear (the lazy momentum)."""
     if kind == "RSGD compiled":
         return manifold_name in ("Oblique rows", "LpSphere p=3", "Stiefel qr")
+    if manifold_name == "Stiefel newton-schulz":
+        return kind in ("RSGD", "BAOAB")
     return kind == "BAOAB" or manifold_name != "Stiefel SHAKE"
 
 
@@ -173,8 +181,18 @@ def _geodyn_case(manifold_name: str, kind: str) -> Case:
         groups = [{"params": hidden, "manifold": manifold}, {"params": rest}]
         return Built(wl, _geodyn_optimizer(kind, groups, spec), _max_residual(manifold, hidden))
 
-    family = "stiefel" if manifold_name.startswith("Stiefel") else "sphere"
-    return Case(f"{manifold_name} | {kind}", kind, family, build)
+    stiefel = manifold_name.startswith("Stiefel")
+    family = "stiefel" if stiefel else "sphere"
+    adam = kind == "Constrained(Adam)"
+    job = ""
+    if kind != "BAOAB" and (stiefel or manifold_name == "Oblique rows"):
+        job = {(True, True): JOB_STIEFEL_ADAM, (True, False): JOB_STIEFEL_SGD,
+               (False, True): JOB_ROWS_ADAM, (False, False): JOB_ROWS_SGD}[stiefel, adam]
+    absent = None
+    if manifold_name == "Stiefel newton-schulz" and newton_schulz_name() is None:
+        absent = "geodyn's Stiefel has no Newton-Schulz retraction yet"
+    return Case(f"{manifold_name} | {kind}", kind, family, build, job=job,
+                base="adam" if adam else "sgd", absent=absent)
 
 
 def geodyn_cases(manifolds: tuple[str, ...], optimizers: tuple[str, ...]) -> list[Case]:
@@ -191,75 +209,39 @@ def _torch_case(name: str, make_opt: Callable[[list], torch.optim.Optimizer]) ->
         wl = make(False)
         return Built(wl, make_opt(list(wl.model.parameters())), lambda: 0.0)
 
-    return Case(name, name, "", build, baseline=True)
+    base = "adam" if "Adam" in name else "sgd"
+    return Case(name, name, "", build, kind="torch", base=base)
 
 
-def _geoopt_case(manifold: str) -> Case:
+def _peer_case(peer: Peer) -> Case:
     def build(make: WorkloadFactory) -> Built:
-        import geoopt
-
         wl = make(False)
-        m = getattr(geoopt, manifold)()
-        stiefel = "Stiefel" in manifold
-        hidden = []
-        for layer in wl.hidden:
-            w = layer.weight.detach()
-            if stiefel and w.shape[0] < w.shape[1]:
-                continue  # geoopt's Stiefel needs a tall matrix; wide ones stay Euclidean
-            with torch.no_grad():
-                w = m.projx(w) if manifold != "Sphere" else w / w.norm(dim=-1, keepdim=True)
-            layer.weight = geoopt.ManifoldParameter(w.clone(), manifold=m)
-            hidden.append(layer.weight)
-        opt = geoopt.optim.RiemannianSGD(wl.model.parameters(), lr=LR, momentum=MOMENTUM)
-        if manifold == "Euclidean":
-            residual: Residual = lambda: 0.0  # noqa: E731
-        elif manifold == "Sphere":
-            residual = _row_sphere_residual(hidden)
-        else:
-            residual = _orthonormality(lambda: hidden)
+        opt, residual = peer.build(wl)
         return Built(wl, opt, residual)
 
-    family = {"Euclidean": "", "Sphere": "sphere"}.get(manifold, "stiefel")
-    note = "tall hidden weights only" if family == "stiefel" else ""
-    return Case(f"geoopt RSGD {manifold}", "geoopt RSGD", family, build, True, note)
+    family = "stiefel" if "orthonormal" in peer.job else "sphere"
+    return Case(peer.name, peer.name, family, build, kind="peer", note=peer.note, job=peer.job,
+                base="adam" if peer.adam else "sgd", absent=peer.absent())
 
 
-def _geotorch_case() -> Case:
+def _floor_case(name: str, job: str, make_floor: Callable[[Workload], tuple]) -> Case:
     def build(make: WorkloadFactory) -> Built:
-        import geotorch
-
         wl = make(False)
-        for layer in wl.hidden:
-            geotorch.orthogonal(layer, "weight")
-        opt = torch.optim.SGD(wl.model.parameters(), lr=LR, momentum=MOMENTUM, foreach=True)
-        return Built(wl, opt, _orthonormality(lambda: [layer.weight for layer in wl.hidden]))
+        opt, residual = make_floor(wl)
+        return Built(wl, opt, residual)
 
-    return Case("geotorch.orthogonal + SGD", "torch SGD", "stiefel", build, baseline=True)
-
-
-def _geotorch_available() -> bool:
-    try:
-        import geotorch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    family = "stiefel" if "orthonormal" in job else "sphere"
+    return Case(name, "floor", family, build, kind="floor", job=job)
 
 
-def baselines() -> tuple[list[Case], list[str]]:
-    """The baseline cases (torch SGD first: the reference) and notes on skipped ones."""
-    cases = [
+def baselines() -> list[Case]:
+    """torch SGD (the reference, first), torch Adam, the floors and every peer."""
+    return [
         _torch_case(
             "torch SGD",
             lambda ps: torch.optim.SGD(ps, lr=LR, momentum=MOMENTUM, foreach=True),
         ),
         _torch_case("torch Adam", lambda ps: torch.optim.Adam(ps, lr=ADAM_LR, foreach=True)),
-        *(_geoopt_case(m) for m in ("Euclidean", "Sphere", "EuclideanStiefel", "CanonicalStiefel")),
+        *(_floor_case(name, job, make) for name, (job, make) in floors().items()),
+        *(_peer_case(p) for p in peers()),
     ]
-    notes = []
-    if _geotorch_available():
-        cases.append(_geotorch_case())
-    else:
-        notes.append("geotorch is not importable: geotorch.orthogonal skipped "
-                     "(pip install geotorch==0.4.0)")
-    return cases, notes
-

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..manifolds import ConvergenceError, Manifold, default_atol
 from ..manifolds._roots import newton
+from ._evaluations import EvaluationCache
 from ._normal import NormalSolver
 from ._sympy import SympyConstraint
 
@@ -145,6 +146,7 @@ class Implicit(Manifold):
         self.rank_rtol = _tolerance(rank_rtol, "rank_rtol")
         self.symmetries = tuple(symmetries)
         self._source: Any = c
+        self._evaluations = EvaluationCache()
 
     @classmethod
     def from_sympy(cls, exprs: Any, symbols: Any, **kwargs: Any) -> Implicit:
@@ -250,7 +252,22 @@ class Implicit(Manifold):
         return torch.func.vmap(self._point_values)(xb)
 
     def _values_and_jacobian(self, xb: Tensor) -> tuple[Tensor, Tensor]:
-        """c (B, m) and J (B, m, n) at a batch of points, in one pass when autograd is used."""
+        """c (B, m) and J (B, m, n) at a batch of points, each point's pair evaluated once.
+
+        The last few batches' pairs are cached by value (``EvaluationCache``), so the
+        verbs of one step that meet at a point share one evaluation.
+        """
+        cache = self._evaluations if EvaluationCache.usable(xb) else None
+        hit = cache.get(xb) if cache is not None else None
+        if hit is not None:
+            return hit
+        values, jac = self._evaluate(xb)
+        if cache is not None:
+            cache.put(xb, values, jac)
+        return values, jac
+
+    def _evaluate(self, xb: Tensor) -> tuple[Tensor, Tensor]:
+        """c (B, m) and J (B, m, n), in one pass when autograd is used."""
         if xb.shape[0] == 0:
             values = self._values(xb)
             return values, xb.new_zeros(0, values.shape[-1], self.numel)
@@ -333,7 +350,8 @@ class Implicit(Manifold):
     def constraint(self, x: Tensor) -> Tensor:
         """c(x) of shape (*batch, m); differentiable."""
         xb, batch = self._flatten(x, "x")
-        values = self._values(xb)
+        hit = self._evaluations.get(xb) if EvaluationCache.usable(xb) else None
+        values = hit[0] if hit is not None else self._values(xb)
         self._check_output_finite(values)
         return values.reshape(*batch, values.shape[-1])
 
