@@ -2,7 +2,9 @@
 images). Each is a plain ``nn.Sequential`` chain, so chain-only methods (Path-SGD) take it.
 
 The MNIST-1D paper's models (Greydanus 2020, its public training code): logistic regression
-``Linear(40, 10)``; the MLP ``40 -> 100 -> 100 -> 10`` with ReLU; the CNN three ``Conv1d``
+``Linear(40, 10)``; the MLP ``40 -> 256 -> 256 -> 10`` with ReLU (the code's hidden size 256;
+a plain chain here, without the code's skip connection around the second layer); the CNN
+three ``Conv1d``
 layers of 25 channels (kernel 5 then 3, 3, stride 2, padding 1, ReLU; 40 -> 19 -> 10 -> 5
 positions) and a linear classifier on the 125 features.
 """
@@ -108,7 +110,7 @@ def linear(data: Dataset) -> nn.Module:
     return nn.Sequential(nn.Linear(data.n_features, data.n_classes))
 
 
-def mlp(data: Dataset, hidden: tuple[int, ...] = (100, 100)) -> nn.Module:
+def mlp(data: Dataset, hidden: tuple[int, ...] = (256, 256)) -> nn.Module:
     return MLP(data.n_features, hidden, data.n_classes)
 
 
