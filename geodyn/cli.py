@@ -84,6 +84,8 @@ def _reproduce_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("geodyn-reproduce"),
                    help="results folder (default: geodyn-reproduce)")
     r.add_argument("--force", action="store_true", help="write into --out even if it exists")
+    r.add_argument("--resume", action="store_true",
+                   help="reuse the finished runs in --out/runs.jsonl (implies --force)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     return r
 
@@ -270,10 +272,13 @@ def compare(settings: Settings, force: bool = False, quiet: bool = False) -> Pat
 
 def reproduce(
     suite: Any, seeds: int, out: Path, workers: int | None = None, device: str = "cpu",
-    force: bool = False, quiet: bool = False,
+    force: bool = False, quiet: bool = False, resume: bool = False,
 ) -> Path:
     """Run ``suite`` (a :class:`geodyn.compare.suite.Suite`) with ``seeds`` paired seeds; print
-    the baseline and claims tables; write results.json, results.md and the plots."""
+    the baseline and claims tables; write results.json, results.md and the plots.
+
+    Every finished run is journalled in ``runs.jsonl``; ``resume`` trains only the missing ones.
+    """
     from .compare import report
     from .compare import suite as suites
     from .compare.data import load_dataset
@@ -289,7 +294,10 @@ def reproduce(
     except ValueError as err:
         raise UsageError(str(err)) from err
     load_dataset(suite.dataset, seed=0)  # built and cached once, before the workers start
-    folder = results_folder(out, force)
+    folder = results_folder(out, force or resume)
+    journal = folder / "runs.jsonl"
+    if not resume:
+        journal.unlink(missing_ok=True)
     n_jobs = len(suites.jobs(suite, seeds))
     start = time.perf_counter()
     with progress_bar(n_jobs, f"suite {suite.name}", quiet) as bar:
@@ -300,7 +308,7 @@ def reproduce(
             progress: Callable[[int, int, dict[str, Any]], None] | None = tick
         else:
             progress = None if quiet else suites.plain_progress()
-        records = suites.execute(suite, seeds, workers, device, progress)
+        records = suites.execute(suite, seeds, workers, device, progress, journal)
     wall = time.perf_counter() - start
     analysis = suites.analyse(suite, records)
     meta = {
@@ -341,7 +349,7 @@ def _run_reproduce(args: argparse.Namespace) -> None:
     from .compare.suite import SUITES
 
     reproduce(SUITES[args.suite], args.seeds, args.out, workers=args.workers,
-              device=args.device, force=args.force, quiet=args.quiet)
+              device=args.device, force=args.force, quiet=args.quiet, resume=args.resume)
 
 
 # name -> (add the sub-command's parser, run it); a new sub-command is one entry here

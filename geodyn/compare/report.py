@@ -145,14 +145,9 @@ def write_plots(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
-    for i, method in enumerate(methods):
-        traces = [r["residual_trace"] for r in runs if r["method"] == method
-                  and r["constrained_parameters"] > 0]
-        if not traces:
-            continue
-        n = min(len(t) for t in traces)
-        worst = np.nanmax(np.array([t[:n] for t in traces], dtype=float), axis=0)
-        ax.semilogy(np.arange(n), np.maximum(worst, 1e-18), label=method, lw=1, **style(i))
+    for i, (method, worst) in enumerate(residual_series(runs, "method").items()):
+        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=method, lw=1,
+                    **style(i))
         drawn = True
     ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
            title="Constraint residual vs step")
@@ -175,6 +170,21 @@ def write_plots(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
     ax.grid(alpha=0.3, axis="y")
     paths.append(_save(fig, folder / "time_per_step.png"))
     return paths
+
+
+def residual_series(runs: list[dict[str, Any]], by: str) -> dict[str, Any]:
+    """Per ``run[by]`` (method or arm) holding a constraint (a manifold parameter or an OPT
+    rotation): the worst residual over its seeds after every step."""
+    import numpy as np
+
+    out = {}
+    for label in dict.fromkeys(r[by] for r in runs):
+        traces = [r["residual_trace"] for r in runs if r[by] == label
+                  and r["constrained_parameters"] > 0]
+        if traces:
+            n = min(len(t) for t in traces)
+            out[label] = np.nanmax(np.array([t[:n] for t in traces], dtype=float), axis=0)
+    return out
 
 
 LINESTYLES = ("-", "--", "-.", ":")
@@ -390,15 +400,12 @@ def write_reproduce_plots(folder: Path, analysis: dict[str, Any]) -> list[Path]:
         paths.append(_save(fig, folder / name))
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    drawn = 0
-    for key, a in arms.items():
-        traces = [r["residual_trace"] for r in a["runs"] if r["constrained_parameters"] > 0]
-        if not traces:
-            continue
-        n = min(len(t) for t in traces)
-        worst = np.nanmax(np.array([t[:n] for t in traces], dtype=float), axis=0)
-        ax.semilogy(np.arange(n), np.maximum(worst, 1e-18), label=key, lw=1, **style(drawn))
-        drawn += 1
+    selected = [r for a in arms.values() for r in a["runs"]]
+    series = residual_series(selected, "arm")
+    for i, (key, worst) in enumerate(series.items()):
+        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=key, lw=1,
+                    **style(i))
+    drawn = len(series)
     ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
            title="Constraint residual vs step")
     if drawn:
