@@ -23,12 +23,14 @@ RUN_KEYS = {
     "constrained_parameters": int, "epochs": list, "residual_trace": list, "summary": dict,
 }
 EPOCH_KEYS = {
-    "epoch": int, "steps": int, "train_loss": float, "train_acc": float, "test_loss": float,
-    "test_acc": float, "gap": float, "time_per_step": float, "residual": float,
+    "epoch": int, "steps": int, "train_loss": float, "train_acc": float, "val_loss": float,
+    "val_acc": float, "test_loss": float, "test_acc": float, "gap": float,
+    "time_per_step": float, "residual": float, "weight_norm": float, "energy": float,
 }
 SUMMARY_KEYS = {
     "final_test_acc": float, "best_test_acc": float, "final_test_loss": float,
-    "final_gap": float, "time_per_step": float, "max_residual": float, "diverged": bool,
+    "final_gap": float, "final_val_acc": float, "time_per_step": float, "max_residual": float,
+    "diverged": bool,
 }
 SETTINGS_KEYS = {
     "dataset": str, "model": str, "methods": list, "method_config": dict, "epochs": int,
@@ -75,10 +77,11 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["compare", "--methods", "sgd,adam", "--out", str(out), *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     check_results_schema(results, ["sgd", "adam"], 1)
+    assert results["settings"]["dataset"] == "mnist1d"  # the default data set
     assert len(results["runs"][0]["epochs"]) == 1
-    # one epoch of SGD on standardised digits is far above chance (0.1)
-    assert results["runs"][0]["summary"]["final_test_acc"] > 0.5
-    for name in ("test_accuracy.png", "residual.png", "time_per_step.png"):
+    # one epoch of Adam on MNIST-1D is well above chance (0.1)
+    assert results["runs"][1]["summary"]["final_test_acc"] > 0.2
+    for name in ("test_accuracy.png", "weight_norm.png", "residual.png", "time_per_step.png"):
         image = mpimg.imread(out / name)
         assert image.ndim == 3 and image.shape[0] >= 200 and image.shape[1] >= 300, name
         assert image[..., :3].std() > 0.01, f"{name} is blank"
@@ -91,9 +94,11 @@ def test_compare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_spirals_and_cnn(tmp_path: Path) -> None:
     assert main(["compare", "--methods", "adam", "--dataset", "spirals", "--out",
                  str(tmp_path / "s"), *TINY]) == 0
-    assert main(["compare", "--methods", "sgd", "--model", "cnn", "--out",
+    assert main(["compare", "--methods", "sgd", "--model", "cnn", "--dataset", "digits", "--out",
                  str(tmp_path / "c"), *TINY]) == 0
-    for sub in ("s", "c"):
+    assert main(["compare", "--methods", "adam", "--model", "linear", "--out",
+                 str(tmp_path / "l"), *TINY]) == 0
+    for sub in ("s", "c", "l"):
         results = json.loads((tmp_path / sub / "results.json").read_text())
         assert results["runs"][0]["epochs"][0]["test_acc"] > 0.0
 
@@ -123,9 +128,10 @@ def test_config_file_and_no_overwrite(tmp_path: Path) -> None:
     ("argv", "needle", "valid"),
     [
         (["--methods", "sgd,nosuch"], "unknown method 'nosuch'", "adam"),
-        (["--dataset", "mnist"], "unknown dataset 'mnist'", "digits, spirals"),
-        (["--model", "resnet"], "unknown model 'resnet'", "mlp, cnn"),
-        (["--dataset", "spirals", "--model", "cnn"], "model 'cnn' needs image data", "--model mlp"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'", "mnist1d, digits, spirals"),
+        (["--model", "resnet"], "unknown model 'resnet'", "linear, mlp, cnn"),
+        (["--dataset", "spirals", "--model", "cnn"], "model 'cnn' needs signal or image data",
+         "--model mlp"),
         (["--epochs", "0"], "--epochs must be a positive integer", "got 0"),
         (["--device", "tpu"], "unknown device 'tpu'", "cpu, cuda"),
     ],
@@ -173,7 +179,7 @@ def test_cuda_unavailable_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -
 def test_divergent_run_is_marked_and_the_comparison_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # SGD with a huge step on digits blows up to a non-finite loss within an epoch
+    # SGD with a huge step blows up to a non-finite loss within an epoch
     config = tmp_path / "c.toml"
     config.write_text('methods = ["sgd", "adam"]\n[method.sgd]\nlr = 1e12\nmomentum = 0.0\n')
     out = tmp_path / "res"
@@ -208,9 +214,10 @@ def test_runner_detects_parameters_left_non_finite() -> None:
 def test_every_registered_method_trains_and_keeps_its_constraint(name: str) -> None:
     data = data_mod.digits(seed=0)
     method = METHODS[name]
-    record = run(RunSpec(method, method.config(), "mlp", 0, 2, 64, "cpu"), data)
+    record = run(RunSpec(method, method.config(), "mlp", 0, 4, 64, "cpu"), data)
     assert not record["diverged"], name
-    # two epochs of any of the methods beat chance (0.1) on digits by far
+    # four epochs (76 steps, past LAWN's 44-step warm-up and PSWA's first period) of any
+    # of the methods beat chance (0.1) on digits by far
     assert record["summary"]["final_test_acc"] > 0.3, (name, record["summary"])
     # float32 weights: a constraint kept to rounding level
     assert record["summary"]["max_residual"] < 1e-4, (name, record["summary"])
@@ -233,3 +240,36 @@ def test_pathsgd_trains_the_cnn() -> None:
     record = run(RunSpec(method, method.config(), "cnn", 0, 1, 64, "cpu"), data)
     assert not record["diverged"]
     assert record["summary"]["final_test_acc"] > 0.3, record["summary"]
+
+
+def test_lawn_warmup_as_long_as_the_run_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1 epoch of MNIST-1D at batch 100 is 35 steps, under LAWN's 44-step warm-up: the run
+    # would be plain Adam with nothing constrained
+    out = tmp_path / "res"
+    assert main(["compare", "--methods", "lawn-adam", "--epochs", "1", "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "warmup_steps = 44" in err and "35 steps" in err and "[method.lawn-adam]" in err
+    assert not out.exists()
+    # the fix the message names: a shorter warm-up, after which LAWN constrains the classifier
+    config = tmp_path / "c.toml"
+    config.write_text('[method.lawn-adam]\nwarmup_steps = 10\n')
+    assert main(["compare", "--methods", "lawn-adam", "--config", str(config), "--out", str(out),
+                 *TINY]) == 0
+    run_record = json.loads((out / "results.json").read_text())["runs"][0]
+    assert run_record["constrained_parameters"] == 1
+    assert run_record["summary"]["max_residual"] > 0.0
+
+
+def test_opt_is_on_the_residual_plot() -> None:
+    from geodyn.compare.report import residual_series
+
+    data = data_mod.digits(seed=0)
+    runs = [run(RunSpec(METHODS[n], METHODS[n].config(), "mlp", 0, 1, 256, "cpu"), data)
+            for n in ("sgd", "opt")]
+    series = residual_series(runs, "method")
+    assert list(series) == ["opt"]  # SGD holds no constraint; OPT's rotations do
+    assert len(series["opt"]) == len(runs[1]["residual_trace"])
+    assert 0.0 < float(series["opt"].max()) < 1e-4  # orthogonal to float32 rounding

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 Builder = Callable[[nn.Module, dict[str, Any]], tuple[nn.Module, torch.optim.Optimizer]]
+Check = Callable[[dict[str, Any], int], None]
+
+
+def _no_check(config: dict[str, Any], total_steps: int) -> None:
+    """Every configuration fits every run length."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Method:
     summary: str
     build: Builder
     defaults: dict[str, Any] = field(default_factory=dict)
+    check: Check = _no_check  # (config, total steps of the run): ValueError if they clash
 
     def config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated by ``overrides``; an unknown key is a ValueError."""
@@ -77,14 +83,19 @@ def _pathsgd(model: nn.Module, cfg: dict[str, Any]) -> tuple[nn.Module, torch.op
     )
 
 
-def _pswa(model: nn.Module, cfg: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
-    from geodyn.methods.periodic import PeriodicSampling
+def _periodic(mode: Literal["pswa", "pwalks", "pswm"]) -> Builder:
+    """PSWA / PWALKS / PSWM over SGD with momentum."""
 
-    base = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    opt = PeriodicSampling(
-        base, period=cfg["period"], interval=cfg["interval"], mode="pswa", start=cfg["start"]
-    )
-    return model, opt
+    def build(model: nn.Module, cfg: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
+        from geodyn.methods.periodic import PeriodicSampling
+
+        base = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+        opt = PeriodicSampling(base, period=cfg["period"], interval=cfg["interval"], mode=mode,
+                               start=cfg["start"], last_k=cfg.get("last_k"),
+                               beta=cfg.get("beta", 0.9))
+        return model, opt
+
+    return build
 
 
 def _hidden(model: nn.Module) -> list[nn.Module]:
@@ -127,6 +138,15 @@ def _rsgd_oblique(
     return model, RiemannianSGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
 
 
+def _rsgd_lp(model: nn.Module, cfg: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
+    from geodyn.constraints import lp_sphere
+    from geodyn.integrators import RiemannianSGD
+
+    for layer in _hidden(model):
+        lp_sphere(layer, p=cfg["p"], radius=cfg["radius"])
+    return model, RiemannianSGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+
+
 def _adam_stiefel(
     model: nn.Module, cfg: dict[str, Any]
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -145,6 +165,17 @@ def _lawn_adam(model: nn.Module, cfg: dict[str, Any]) -> tuple[nn.Module, torch.
     return model, Lawn(base, model, warmup_steps=cfg["warmup_steps"], per=cfg["per"])
 
 
+def _check_lawn(cfg: dict[str, Any], total_steps: int) -> None:
+    """LAWN constrains nothing unless its warm-up ends before the run does."""
+    if cfg["warmup_steps"] >= total_steps:
+        raise ValueError(
+            f"warmup_steps = {cfg['warmup_steps']} is not shorter than the run "
+            f"({total_steps} steps): the run would be plain Adam with no constrained "
+            f"parameter; set warmup_steps below {total_steps} (e.g. "
+            f"{max(total_steps // 4, 0)}) in [method.lawn-adam], or raise --epochs"
+        )
+
+
 _ALL: list[Method] = [
     Method("sgd", "SGD with heavy-ball momentum (baseline)", _sgd,
            {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0}),
@@ -154,7 +185,14 @@ _ALL: list[Method] = [
     Method("pathsgd", "Path-SGD: steps preconditioned by the path-norm gammas (Sequential models)",
            _pathsgd, {"lr": 0.01, "momentum": 0.9}),
     Method("pswa", "PSWA: SGD whose weights are replaced by their periodic snapshot mean",
-           _pswa, {"lr": 0.05, "momentum": 0.9, "period": 44, "interval": 4, "start": 44}),
+           _periodic("pswa"),
+           {"lr": 0.05, "momentum": 0.9, "period": 44, "interval": 4, "start": 44}),
+    Method("pwalks", "PWALKS: SGD whose weights are replaced by the mean of the period's last "
+           "snapshots", _periodic("pwalks"),
+           {"lr": 0.05, "momentum": 0.9, "period": 44, "interval": 4, "start": 44, "last_k": 5}),
+    Method("pswm", "PSWM: SGD whose weights are replaced by an exponential moving average of "
+           "the period's snapshots", _periodic("pswm"),
+           {"lr": 0.05, "momentum": 0.9, "period": 44, "interval": 4, "start": 44, "beta": 0.9}),
     Method("csgld", "constrained overdamped Langevin (SHAKE-projected SGLD), every weight "
            "|w| <= r through the circle lift", _csgld,
            {"lr": 0.1, "tau": 1e-5, "radius": 0.5}),
@@ -165,10 +203,12 @@ _ALL: list[Method] = [
            "the first layer", _cbaoab_orth, {"lr": 0.1, "momentum": 0.9, "tau": 0.0}),
     Method("rsgd-oblique", "Riemannian SGD with momentum, hidden neurons on unit spheres",
            _rsgd_oblique, {"lr": 0.05, "momentum": 0.9, "radius": 1.0}),
+    Method("rsgd-lp", "Riemannian SGD with momentum, hidden neurons on Lp spheres |w_i|_p = r",
+           _rsgd_lp, {"lr": 0.05, "momentum": 0.9, "radius": 1.0, "p": 3.0}),
     Method("adam-stiefel", "Adam made constraint-aware, orthogonal hidden weights",
            _adam_stiefel, {"lr": 1e-3}),
     Method("lawn-adam", "LAWN over Adam: free warm-up, then the classifier's neuron norms frozen",
-           _lawn_adam, {"lr": 1e-3, "warmup_steps": 44, "per": "neuron"}),
+           _lawn_adam, {"lr": 1e-3, "warmup_steps": 44, "per": "neuron"}, _check_lawn),
 ]
 
 METHODS: dict[str, Method] = {m.name: m for m in _ALL}

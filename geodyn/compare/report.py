@@ -102,6 +102,8 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, str]])
         "",
         "![constraint residual](residual.png)",
         "",
+        "![weight norm](weight_norm.png)",
+        "",
         "![time per step](time_per_step.png)",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
@@ -111,7 +113,7 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, str]])
 
 
 def write_plots(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
-    """test_accuracy.png, residual.png, time_per_step.png in ``folder``; their paths."""
+    """test_accuracy.png, weight_norm.png, residual.png, time_per_step.png in ``folder``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,31 +123,31 @@ def write_plots(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
     methods = list(dict.fromkeys(r["method"] for r in runs))
     paths = []
 
+    curves = {m: [[e["test_acc"] for e in r["epochs"]] for r in runs if r["method"] == m]
+              for m in methods}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in methods:
-        curves = [[e["test_acc"] for e in r["epochs"]] for r in runs if r["method"] == method]
-        n = min((len(c) for c in curves), default=0)
-        if n == 0:
-            continue
-        acc = np.array([c[:n] for c in curves])
-        epoch = np.arange(1, n + 1)
-        line = ax.plot(epoch, acc.mean(0), marker="o", ms=3, label=method)[0]
-        ax.fill_between(epoch, acc.min(0), acc.max(0), alpha=0.2, color=line.get_color())
-    ax.set(xlabel="epoch", ylabel="test accuracy", title="Test accuracy (mean, min-max over seeds)")
+    draw_bands(ax, curves)
+    ax.set(xlabel="epoch", ylabel="test accuracy",
+           title="Test accuracy (mean and 95% t-band over seeds)")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     paths.append(_save(fig, folder / "test_accuracy.png"))
 
+    norms = {m: [[e["weight_norm"] for e in r["epochs"]] for r in runs if r["method"] == m]
+             for m in methods}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    draw_bands(ax, norms)
+    ax.set(xlabel="epoch", ylabel="weight norm (Frobenius, all layers)",
+           title="Weight norm (mean and 95% t-band over seeds)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, folder / "weight_norm.png"))
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
-    for method in methods:
-        traces = [r["residual_trace"] for r in runs if r["method"] == method
-                  and r["constrained_parameters"] > 0]
-        if not traces:
-            continue
-        n = min(len(t) for t in traces)
-        worst = np.nanmax(np.array([t[:n] for t in traces], dtype=float), axis=0)
-        ax.semilogy(np.arange(n), np.maximum(worst, 1e-18), label=method, lw=1)
+    for i, (method, worst) in enumerate(residual_series(runs, "method").items()):
+        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=method, lw=1,
+                    **style(i))
         drawn = True
     ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
            title="Constraint residual vs step")
@@ -170,6 +172,63 @@ def write_plots(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
     return paths
 
 
+def residual_series(runs: list[dict[str, Any]], by: str) -> dict[str, Any]:
+    """Per ``run[by]`` (method or arm) holding a constraint (a manifold parameter or an OPT
+    rotation): the worst residual over its seeds after every step."""
+    import numpy as np
+
+    out = {}
+    for label in dict.fromkeys(r[by] for r in runs):
+        traces = [r["residual_trace"] for r in runs if r[by] == label
+                  and r["constrained_parameters"] > 0]
+        if traces:
+            n = min(len(t) for t in traces)
+            out[label] = np.nanmax(np.array([t[:n] for t in traces], dtype=float), axis=0)
+    return out
+
+
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def style(i: int) -> dict[str, Any]:
+    """The i-th curve's colour and line style: 20 distinct colours, and line styles that
+    change from each curve to the next."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"]
+    return {"color": colours((2 * i) % 20 + (i // 10) % 2),
+            "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def t_band(values: Any) -> tuple[Any, Any, Any]:
+    """Mean over axis 0 and its 95% t-interval (the mean twice for one seed)."""
+    import numpy as np
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = values.mean(0)
+    n = values.shape[0]
+    if n < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.975, n - 1) * values.std(0, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def draw_bands(ax: Any, curves: dict[str, list[list[float]]]) -> None:
+    """One line per label with its 95% t-band over the seeds' curves (cut to the shortest)."""
+    import numpy as np
+
+    for i, (label, series) in enumerate(curves.items()):
+        n = min((len(c) for c in series), default=0)
+        if n == 0:
+            continue
+        mean, low, high = t_band([c[:n] for c in series])
+        x = np.arange(1, n + 1)
+        look = style(i)
+        ax.plot(x, mean, label=label, lw=1.5, **look)
+        ax.fill_between(x, low, high, alpha=0.15, color=look["color"], lw=0)
+
+
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -177,3 +236,180 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- geodyn reproduce
+
+
+def _table(header: list[str], body: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(c) for c in col) for col in zip(header, *body, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*cells) for cells in body]
+    return "\n".join(lines)
+
+
+def format_baselines(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Measured vs published test accuracy of the MNIST-1D baselines."""
+    header = ["model", "recipe", "seeds", "test acc (95% CI)", "published", "within 3 points"]
+    body = [
+        [r["model"], r["recipe"], str(r["n"]),
+         f"{100 * r['mean']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]",
+         f"{100 * r['published']:.0f}", "yes" if r["within_tolerance"] else "NO"]
+        for r in rows
+    ]
+    return _table(header, body, markdown)
+
+
+def _effect(row: dict[str, Any]) -> str:
+    if row["mean"] is None:
+        return "-"
+    return f"{row['mean']:+.3g} [{row['low']:+.3g}, {row['high']:+.3g}]"
+
+
+def format_claims(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Paper, claim, metric, paired effect with its 95% interval, seeds, verdict."""
+    header = ["paper", "claim", "metric", "effect [95% CI]", "seeds", "verdict"]
+    body = [[r["paper"], r["claim"], r["metric"], _effect(r), str(r["n"]), r["verdict"]]
+            for r in rows]
+    return _table(header, body, markdown)
+
+
+def format_arms(arms: dict[str, Any], markdown: bool = False) -> str:
+    """Every arm's selected grid point, its validation and test accuracy."""
+    header = ["arm", "method", "model", "batch", "epochs", "selected", "val acc", "test acc"]
+    body = []
+    for key, a in arms.items():
+        ok = [r for r in a["runs"] if not r["diverged"] and r["epochs"]]
+        test = [r["epochs"][-1]["test_acc"] for r in ok]
+        val = [r["epochs"][-1]["val_acc"] for r in ok]
+        chosen = ", ".join(f"{k}={v}" for k, v in sorted(a["selected"].items())) or "defaults"
+        body.append([key, a["method"], a["model"] + (" (unbalanced)" if a["unbalance"] else ""),
+                     str(a["batch_size"]), str(a["epochs"]), chosen,
+                     _mean_std(val), _mean_std(test) + (f" ({len(a['runs']) - len(ok)} div.)"
+                                                        if len(ok) < len(a["runs"]) else "")])
+    return _table(header, body, markdown)
+
+
+def write_reproduce_json(
+    path: Path, meta: dict[str, Any], analysis: dict[str, Any], runs: list[dict[str, Any]]
+) -> None:
+    arms = {k: {**{f: v for f, v in a.items() if f != "runs"},
+                "seeds": [r["seed"] for r in a["runs"]]} for k, a in analysis["arms"].items()}
+    body = {**meta, "baselines": analysis["baselines"], "claims": analysis["claims"],
+            "arms": arms, "runs": runs}
+    path.write_text(json.dumps(_clean(body), indent=1))
+
+
+def write_reproduce_markdown(path: Path, meta: dict[str, Any], analysis: dict[str, Any]) -> None:
+    s = meta["settings"]
+    lines = [
+        f"# geodyn reproduce: suite `{s['suite']}`",
+        "",
+        f"{meta['summary']}. Data set `{s['dataset']}`, {s['seeds']} seeds, "
+        f"{s['workers']} processes, wall time {meta['wall_time_s'] / 60:.1f} min.",
+        "",
+        "## Published baselines",
+        "",
+        format_baselines(analysis["baselines"], markdown=True),
+        "",
+        "## Claims",
+        "",
+        "Effect: mean over seeds of the paired difference (method - baseline, or the "
+        "difference of differences named in the claim) in the metric's units, with its 95% "
+        "t-interval. Verdict: reproduced when the interval excludes 0 on the claimed side, "
+        "contradicted when it excludes 0 on the other side, else inconclusive.",
+        "",
+        format_claims(analysis["claims"], markdown=True),
+        "",
+        "Metrics: " + "; ".join(sorted({f"`{c['metric']}` = {c['metric_label']}"
+                                         for c in analysis["claims"]})) + ".",
+        "",
+        "![forest plot](forest.png)",
+        "",
+        "## Arms (grid point chosen on the validation split)",
+        "",
+        format_arms(analysis["arms"], markdown=True),
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "![constraint residual](residual.png)",
+        "",
+        "![weight norm](weight_norm.png)",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+VERDICT_COLOURS = {"reproduced": "tab:green", "contradicted": "tab:red",
+                   "inconclusive": "tab:gray"}
+
+
+def write_reproduce_plots(folder: Path, analysis: dict[str, Any]) -> list[Path]:
+    """forest.png, learning_curves.png, residual.png, weight_norm.png in ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    paths = []
+    claims = [c for c in analysis["claims"] if c["mean"] is not None]
+    metrics = list(dict.fromkeys(c["metric"] for c in claims))
+    if metrics:
+        heights = [0.8 + 0.35 * sum(c["metric"] == m for c in claims) for m in metrics]
+        fig, axes = plt.subplots(len(metrics), 1, figsize=(9, sum(heights) + 0.6),
+                                 gridspec_kw={"height_ratios": heights}, squeeze=False)
+        for ax, m in zip(axes[:, 0], metrics, strict=True):
+            mine = [c for c in claims if c["metric"] == m]
+            y = np.arange(len(mine))[::-1]
+            for yi, c in zip(y, mine, strict=True):
+                colour = VERDICT_COLOURS[c["verdict"]]
+                ax.errorbar(c["mean"], yi, xerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]],
+                            fmt="o", color=colour, capsize=3)
+            ax.axvline(0.0, color="black", lw=0.8)
+            ax.set_yticks(y, [c["claim"] for c in mine], fontsize=7)
+            ax.set_xlabel(mine[0]["metric_label"], fontsize=8)
+            ax.grid(alpha=0.3, axis="x")
+        handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=v)
+                   for v, c in VERDICT_COLOURS.items()]
+        axes[0, 0].legend(handles=handles, fontsize=7, loc="best")
+        axes[0, 0].set_title("Paired effects with 95% t-intervals")
+        paths.append(_save(fig, folder / "forest.png"))
+
+    arms = analysis["arms"]
+    for name, key, ylabel in (("learning_curves.png", "test_acc", "test accuracy"),
+                              ("weight_norm.png", "weight_norm", "weight norm (all layers)")):
+        groups = list(dict.fromkeys((a["model"], a["batch_size"]) for a in arms.values()))
+        fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.5),
+                                 squeeze=False)
+        for ax, (model, batch) in zip(axes[0], groups, strict=True):
+            curves = {k: [[e[key] for e in r["epochs"]] for r in a["runs"]]
+                      for k, a in arms.items() if (a["model"], a["batch_size"]) == (model, batch)}
+            draw_bands(ax, curves)
+            ax.set(xlabel="epoch", ylabel=ylabel, title=f"{model}, batch {batch}")
+            ax.legend(fontsize=6, ncol=2)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{ylabel}: mean and 95% t-band over seeds")
+        paths.append(_save(fig, folder / name))
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    selected = [r for a in arms.values() for r in a["runs"]]
+    series = residual_series(selected, "arm")
+    for i, (key, worst) in enumerate(series.items()):
+        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=key, lw=1,
+                    **style(i))
+    drawn = len(series)
+    ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
+           title="Constraint residual vs step")
+    if drawn:
+        ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    paths.append(_save(fig, folder / "residual.png"))
+    return paths

@@ -1,10 +1,13 @@
-"""Train one model with one method and one seed, recording per-epoch metrics.
+r"""Train one model with one method and one seed, recording per-epoch metrics.
 
-Per epoch: train and test loss and accuracy (full passes in evaluation mode), the
-generalisation gap (train - test accuracy), the mean wall time of an optimisation step
+Per epoch: train, validation and test loss and accuracy (full passes in evaluation mode),
+the generalisation gap (train - test accuracy), the mean wall time of an optimisation step
 (forward, backward, ``optimizer.step``; evaluation and the run's warm-up first step
-excluded), and the worst constraint residual ``max_p manifold.residual(p)`` over the
-constrained parameters, also recorded after every step. A non-finite training loss or
+excluded), the worst constraint residual ``max_p manifold.residual(p)`` over the
+constrained parameters (also recorded after every step), the weights' Frobenius norm
+$\lVert W \rVert = (\sum_l \lVert W_l \rVert_F^2)^{1/2}$ over the Linear/Conv layers and the
+hidden layers' hyperspherical energy $E_1 = \sum_l \sum_{i \ne j}
+\lVert \hat w_i - \hat w_j \rVert^{-1}$ (OPT's claim). A non-finite training loss or
 parameter marks the run diverged and ends it.
 """
 
@@ -22,7 +25,7 @@ from torch.nn import functional as F
 
 from .data import Dataset
 from .methods import Method
-from .models import build_model
+from .models import build_model, unbalance
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class RunSpec:
     epochs: int
     batch_size: int
     device: str
+    unbalance: bool = False  # rescale hidden units by factors in [0.1, 10] first
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Mini-batches per epoch (the last one may be smaller)."""
+    return -(-n_train // batch_size)
 
 
 def constrained_parameters(
@@ -69,6 +78,46 @@ def rotation_residual(model: nn.Module) -> float:
                 eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
                 worst = max(worst, float((r.mT @ r - eye).abs().max()))
     return worst
+
+
+def layer_weights(model: nn.Module) -> list[Tensor]:
+    """The weight of every Linear/Conv layer in order (an OPT layer's W = R V)."""
+    from geodyn.methods.opt import OPT
+
+    found: list[Tensor] = []
+
+    def visit(module: nn.Module) -> None:
+        if isinstance(module, OPT):
+            found.append(module.weight)
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            found.append(module.weight)
+        else:
+            for child in module.children():
+                visit(child)
+
+    visit(model)
+    return found
+
+
+@torch.no_grad()
+def weight_norm(model: nn.Module) -> float:
+    r"""$(\sum_l \lVert W_l \rVert_F^2)^{1/2}$ over the Linear/Conv layers."""
+    return math.sqrt(sum(float(w.detach().square().sum()) for w in layer_weights(model)))
+
+
+@torch.no_grad()
+def hidden_energy(model: nn.Module) -> float:
+    """Hyperspherical energy $E_1$ of every hidden layer's neurons, summed (not the classifier)."""
+    from geodyn.methods.opt import hyperspherical_energy
+
+    return sum(float(hyperspherical_energy(w.detach())) for w in layer_weights(model)[:-1])
+
+
+def opt_rotations(model: nn.Module) -> list[Tensor]:
+    """The rotation parameters of the OPT layers (held orthogonal by construction)."""
+    from geodyn.methods.opt import OPT
+
+    return [m.rotation for m in model.modules() if isinstance(m, OPT)]
 
 
 def worst_residual(model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
@@ -114,8 +163,13 @@ def run(spec: RunSpec, data: Dataset, progress: Any = None) -> dict[str, Any]:
     """
     device = torch.device(spec.device)
     x_tr, y_tr = data.x_train.to(device), data.y_train.to(device)
+    x_va, y_va = data.x_val.to(device), data.y_val.to(device)
     x_te, y_te = data.x_test.to(device), data.y_test.to(device)
-    model = build_model(spec.model, data, spec.seed).to(device)
+    model = build_model(spec.model, data, spec.seed)
+    if spec.unbalance:
+        unbalance(model, seed=spec.seed)
+    model = model.to(device)
+    spec.method.check(spec.config, steps_per_epoch(len(x_tr), spec.batch_size) * spec.epochs)
     model, optimizer = spec.method.build(model, dict(spec.config))
     generator = torch.Generator().manual_seed(spec.seed)
 
@@ -152,6 +206,7 @@ def run(spec: RunSpec, data: Dataset, progress: Any = None) -> dict[str, Any]:
         if diverged:
             break
         train_loss, train_acc = evaluate(model, x_tr, y_tr)
+        val_loss, val_acc = evaluate(model, x_va, y_va)
         test_loss, test_acc = evaluate(model, x_te, y_te)
         if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
             diverged = True
@@ -162,11 +217,15 @@ def run(spec: RunSpec, data: Dataset, progress: Any = None) -> dict[str, Any]:
                 "steps": step,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
                 "gap": train_acc - test_acc,
                 "time_per_step": step_time / max(n_steps, 1),
                 "residual": residual_max,
+                "weight_norm": weight_norm(model),
+                "energy": hidden_energy(model),
             }
         )
         if progress is not None:
@@ -176,7 +235,8 @@ def run(spec: RunSpec, data: Dataset, progress: Any = None) -> dict[str, Any]:
         "seed": spec.seed,
         "config": spec.config,
         "diverged": diverged,
-        "constrained_parameters": len(constrained_parameters(model, optimizer)),
+        "constrained_parameters": len(constrained_parameters(model, optimizer))
+        + len(opt_rotations(model)),
         "epochs": epochs,
         "residual_trace": residual_trace,
         "summary": summarise(epochs, residual_trace, diverged),
@@ -190,7 +250,7 @@ def summarise(
     if not epochs:
         return {
             "final_test_acc": None, "best_test_acc": None, "final_test_loss": None,
-            "final_gap": None, "time_per_step": None,
+            "final_gap": None, "final_val_acc": None, "time_per_step": None,
             "max_residual": _finite_max(residual_trace), "diverged": diverged,
         }
     last = epochs[-1]
@@ -199,6 +259,7 @@ def summarise(
         "best_test_acc": max(e["test_acc"] for e in epochs),
         "final_test_loss": last["test_loss"],
         "final_gap": last["gap"],
+        "final_val_acc": last["val_acc"],
         "time_per_step": sum(e["time_per_step"] for e in epochs) / len(epochs),
         "max_residual": _finite_max(residual_trace),
         "diverged": diverged,
