@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Manifold, all_finite
+from .base import Manifold, all_finite
 from .orthogonalize import polar_newton_schulz
 
 __all__ = ["Stiefel"]
