@@ -38,7 +38,7 @@ class RunSpec:
     device: str
 
 
-def constrained_parameters(
+def parameters_on_manifolds(
     model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> list[tuple[Tensor, Any]]:
     """(parameter, manifold) for every parameter held on a non-Euclidean constraint set."""
@@ -78,7 +78,7 @@ def worst_residual(model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
     The constrained parameters are looked up at every call: a method may constrain a
     parameter part-way through training (LAWN after its warm-up).
     """
-    pairs = constrained_parameters(model, optimizer)
+    pairs = parameters_on_manifolds(model, optimizer)
     with torch.no_grad():
         manifold = max((float(m.residual(p.detach())) for p, m in pairs), default=0.0)
     return max(manifold, rotation_residual(model))
@@ -176,7 +176,7 @@ def run(spec: RunSpec, data: Dataset, progress: Any = None) -> dict[str, Any]:
         "seed": spec.seed,
         "config": spec.config,
         "diverged": diverged,
-        "constrained_parameters": len(constrained_parameters(model, optimizer)),
+        "constrained_parameters": len(parameters_on_manifolds(model, optimizer)),
         "epochs": epochs,
         "residual_trace": residual_trace,
         "summary": summarise(epochs, residual_trace, diverged),
