@@ -187,3 +187,23 @@ def test_baoab_at_infinite_friction_is_the_leimkuhler_matthews_step():
         else:
             ref = ref - d * ref + h / 2 * math.sqrt(tau) * (xi[k - 1] + xi[k])
         torch.testing.assert_close(x.detach(), ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("drift", ["auto", "shake", "retract"])
+def test_every_drift_option_keeps_the_circle_lift_and_the_sphere(drift):
+    from geodyn.manifolds import CircleLift
+
+    g = torch.Generator().manual_seed(2)
+    cases = [(CircleLift(0.4), (6, 2)), (Sphere(), (4, 3))]
+    params = [torch.nn.Parameter(m.random_point(*s, dtype=torch.float64, generator=g))
+              for m, s in cases]
+    groups = [{"params": [p], "manifold": m} for p, (m, _) in zip(params, cases, strict=True)]
+    opt = Splitting(groups, lr=0.1, gamma=1.0, tau=0.3, drift=drift, seed=0)
+    for _ in range(50):
+        for p in params:
+            p.grad = torch.randn(p.shape, dtype=torch.float64, generator=g)
+        opt.step()
+    for p, (m, _) in zip(params, cases, strict=True):
+        assert float(m.residual(p.detach())) < 1e-12
+        mom = opt.state[p]["momentum"]
+        assert float((mom - m.proj_tangent(p.detach(), mom)).abs().max()) < 1e-12

@@ -47,7 +47,7 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return -(-n_train // batch_size)
 
 
-def constrained_parameters(
+def parameters_on_manifolds(
     model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> list[tuple[Tensor, Any]]:
     """(parameter, manifold) for every parameter held on a non-Euclidean constraint set."""
@@ -127,7 +127,7 @@ def worst_residual(model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
     The constrained parameters are looked up at every call: a method may constrain a
     parameter part-way through training (LAWN after its warm-up).
     """
-    pairs = constrained_parameters(model, optimizer)
+    pairs = parameters_on_manifolds(model, optimizer)
     with torch.no_grad():
         manifold = max((float(m.residual(p.detach())) for p, m in pairs), default=0.0)
     return max(manifold, rotation_residual(model))
@@ -235,7 +235,7 @@ def run(spec: RunSpec, data: Dataset, progress: Any = None) -> dict[str, Any]:
         "seed": spec.seed,
         "config": spec.config,
         "diverged": diverged,
-        "constrained_parameters": len(constrained_parameters(model, optimizer))
+        "constrained_parameters": len(parameters_on_manifolds(model, optimizer))
         + len(opt_rotations(model)),
         "epochs": epochs,
         "residual_trace": residual_trace,
