@@ -82,6 +82,11 @@ class LpSphere(Manifold):
     def _params(self) -> tuple[object, ...]:
         return (self.p, self.radius, self.shake_tol, self.shake_maxiter)
 
+    @property
+    def project_is_nearest(self) -> bool:
+        """True for p <= 2; for p > 2 a point inside may get a stationary point instead."""
+        return self.p <= 2
+
     def _norm_p(self, x: Tensor) -> Tensor:
         """||x||_p along the last dimension, free of overflow and underflow in |x|^p."""
         return safe_norm(x, -1, self.p)

@@ -48,6 +48,7 @@ class NormBall(Manifold):
     ndim = 1
     name = "NormBall"
     is_inequality = True
+    project_is_nearest = True
     symmetries = ("orthogonal_last",)
 
     def __init__(self, radius: float = 1.0, boundary_atol: float | None = None) -> None:
