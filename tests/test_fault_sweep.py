@@ -10,8 +10,9 @@ examples it ran (``fault_examples``), how many extreme inputs it injected
 either of the last two fails the test.
 
 ``GEODYN_FAULT_SWEEP_LONG=1`` runs the long mode: every test draws ``LONG_FACTOR``
-times the examples, and the integrator matrix adds ABOBA and the base optimizers
-AdamW, RMSprop (centered) and Adagrad, over 10^5 examples in all.
+times the examples (``GEODYN_FAULT_SWEEP_FACTOR``, default 28), and the integrator
+matrix adds ABOBA and the base optimizers AdamW, RMSprop (centered) and Adagrad, over
+10^5 examples in all at the default factor.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from geodyn.manifolds import default_atol
 
 FAULTS = (ValueError, ConvergenceError, NonFiniteError)
 LONG = os.environ.get("GEODYN_FAULT_SWEEP_LONG") == "1"
-LONG_FACTOR = 28
-"""Examples per test in the long mode, relative to the default sweep."""
+LONG_FACTOR = int(os.environ.get("GEODYN_FAULT_SWEEP_FACTOR", "28"))
+"""Examples per test in the long mode, relative to the default sweep (28: over 10^5 in all)."""
 
 TALLY: Counter[str] = Counter()
 """Counts of the running test: faults injected, NaN committed, silent violations."""

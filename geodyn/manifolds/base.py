@@ -200,6 +200,15 @@ class Manifold(geoopt.Manifold):
         """The draw behind :meth:`random_point`, for a ``shape`` already checked."""
         return self.project(torch.randn(shape, dtype=dtype, device=device, generator=generator))
 
+    @property
+    def project_is_nearest(self) -> bool:
+        """Whether ``project`` returns a nearest point of M (the law suite then checks it).
+
+        False unless a subclass declares it: a projection by an iterative solve is
+        in general only a nearby point.
+        """
+        return False
+
     def random_tangent(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A Gaussian vector in T_x M."""
         v = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)

@@ -19,6 +19,7 @@ class Euclidean(Manifold):
     ndim = 0
     name = "Euclidean"
     reversible = True
+    project_is_nearest = True
 
     def constraint(self, x: Tensor) -> Tensor:
         return x.new_zeros((*x.shape, 0))

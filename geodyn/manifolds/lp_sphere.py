@@ -82,6 +82,11 @@ class LpSphere(Manifold):
     def _params(self) -> tuple[object, ...]:
         return (self.p, self.radius, self.shake_tol, self.shake_maxiter)
 
+    @property
+    def project_is_nearest(self) -> bool:
+        """True for p <= 2; for p > 2 a point inside may get a stationary point instead."""
+        return self.p <= 2
+
     def _norm_p(self, x: Tensor) -> Tensor:
         """||x||_p along the last dimension, free of overflow and underflow in |x|^p."""
         return safe_norm(x, -1, self.p)
@@ -147,6 +152,9 @@ class LpSphere(Manifold):
         nonzero = z > 0
         log_z = torch.where(nonzero, z, torch.ones_like(z)).log()
         slope = min(1.0, p - 1)
+        # phi below subtracts log z_i: its rounding, and so the attainable accuracy of
+        # log t_i and of s, is eps max(1, |log z_i|)
+        magnitude = log_z.abs().clamp(min=1)
 
         def others(s: Tensor) -> tuple[Tensor, Tensor]:
             """log t_i at the multiplier of s, and d(log t_i)/d(log m)."""
@@ -160,7 +168,7 @@ class LpSphere(Manifold):
 
             hi = torch.minimum(log_z, (log_z - log_m) / (p - 1))
             lo = hi - math.log(2) / slope
-            u, _ = bracketed_newton(phi, lo, hi, hi, xtol=8 * eps * hi.abs().clamp(min=1))
+            u, _ = bracketed_newton(phi, lo, hi, hi, xtol=8 * eps * magnitude)
             _, dphi = phi(u)
             share = torch.sigmoid(-log_m - (p - 2) * u)
             return u, -(1 - share) / dphi
@@ -177,7 +185,8 @@ class LpSphere(Manifold):
         s_lo = torch.full_like(z_top, float(n) ** (-1 / p))
         s_hi = z_top.clamp(max=1.0)
         s0 = (z_top / safe_norm(z, -1, p)).clamp(min=s_lo, max=s_hi)  # the radial rescaling
-        s, ok = bracketed_newton(f_df, s_lo, s_hi, s0, xtol=8 * eps * s_hi, maxiter=100)
+        xtol = 32 * eps * magnitude.amax(dim=-1, keepdim=True) * s_hi
+        s, ok = bracketed_newton(f_df, s_lo, s_hi, s0, xtol=xtol, maxiter=100)
         if not ok:
             raise ConvergenceError(
                 f"{self.name}.project: the search for the nearest point did not converge",

@@ -49,6 +49,7 @@ class NormBall(Manifold):
     name = "NormBall"
     is_inequality = True
     linear_transport = False  # the tangent cone's projection is not linear
+    project_is_nearest = True
     symmetries = ("orthogonal_last",)
 
     def __init__(self, radius: float = 1.0, boundary_atol: float | None = None) -> None:

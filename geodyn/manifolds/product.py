@@ -172,6 +172,11 @@ class Product(Manifold):
         ]
         return torch.cat([p.reshape(*batch, -1) for p in parts], dim=-1)
 
+    @property
+    def project_is_nearest(self) -> bool:
+        """A nearest point per factor is the nearest point: the squared distance is a sum."""
+        return all(m.project_is_nearest for m, _ in self.factors)
+
     def random_tangent(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return self._map(lambda m, a: m.random_tangent(a, generator=generator), x)
 

@@ -65,6 +65,7 @@ class Oblique(Manifold):
 
     ndim = 2
     name = "Oblique"
+    project_is_nearest = True
 
     def __init__(self, radius: float = 1.0, dim: int = -1) -> None:
         super().__init__()

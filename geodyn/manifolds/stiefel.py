@@ -115,6 +115,7 @@ class Stiefel(Manifold):
 
     ndim = 2
     name = "Stiefel"
+    project_is_nearest = True
     symmetries = ("orthogonal_long",)
 
     def __init__(

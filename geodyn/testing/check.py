@@ -22,7 +22,14 @@ from .laws import (
     law_shake,
     law_tangent_projection,
 )
-from .strategies import ambient_vectors, generators, points, step_sizes, tangent_vectors
+from .strategies import (
+    ambient_vectors,
+    generators,
+    perturbed,
+    points,
+    step_sizes,
+    tangent_vectors,
+)
 from .symmetry import SYMMETRIES, random_action, symmetries_of
 
 __all__ = ["LAWS", "check_manifold"]
@@ -37,6 +44,9 @@ LAWS: tuple[str, ...] = (
 )
 """The law names, in the order :func:`check_manifold` runs them."""
 
+PROJECT_RIVALS = 4
+"""Random points of M that ``project(y)`` must be no farther from y than."""
+
 
 def _example_strategies(
     manifold: Manifold,
@@ -47,10 +57,15 @@ def _example_strategies(
     """For each law, a strategy drawing the arguments of its check (after ``manifold``)."""
     kinds = ("random", "interior", "boundary") if manifold.is_inequality else ("random",)
     on_m = st.sampled_from(kinds).flatmap(lambda w: points(manifold, shape, dtype, where=w))
-    near = st.sampled_from(kinds).flatmap(
-        lambda w: points(manifold, shape, dtype, perturbation=0.5, where=w)
-    )
     ambient = ambient_vectors(shape, dtype)
+
+    @st.composite
+    def project_args(draw: st.DrawFn) -> tuple[Any, ...]:
+        x = draw(on_m)
+        y = draw(perturbed(manifold, x, 0.5))
+        gen = draw(generators())
+        others = manifold.random_point(PROJECT_RIVALS, *shape, dtype=dtype, generator=gen)
+        return y, x, others
 
     @st.composite
     def shake_args(draw: st.DrawFn) -> tuple[Any, ...]:
@@ -76,7 +91,7 @@ def _example_strategies(
         return x, y, v, actions
 
     return {
-        "project": st.tuples(near),
+        "project": project_args(),
         "proj_tangent": st.tuples(on_m, ambient, ambient),
         "retract": retract_args(),
         "shake": shake_args(),

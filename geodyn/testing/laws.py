@@ -69,8 +69,19 @@ def _worst(values: Tensor) -> float:
     return float(values.max()) if values.numel() else 0.0
 
 
-def law_project(manifold: Manifold, y: Tensor, tol: Tolerance) -> dict[str, float]:
-    """project(y) lies on M and project(project(y)) = project(y)."""
+def law_project(
+    manifold: Manifold, y: Tensor, x: Tensor, others: Tensor, tol: Tolerance
+) -> dict[str, float]:
+    r"""project lands on M, is idempotent, fixes M, and returns a point near y.
+
+    ``y`` lies near the point ``x`` of M, and ``others`` holds K further points of M
+    (shape ``(K, *y.shape)``). Every manifold: project(y) on M, project(project(y)) =
+    project(y), project(x) = x, and |project(y) - y| <= min_k |w_k - y| (a projection
+    is no farther than random points of M). Where ``manifold.project_is_nearest``:
+    also |project(y) - y| <= |x - y| (x is a point of M) and the first-order
+    condition P_p(y - p) = 0 at p = project(y) (y - p in the normal space, or the
+    normal cone of an inequality set).
+    """
     p = manifold.project(y)
     res = _worst(point_residuals(manifold, p))
     _fail_if(
@@ -82,7 +93,44 @@ def law_project(manifold: Manifold, y: Tensor, tol: Tolerance) -> dict[str, floa
         again > tol.residual, "project is idempotent", manifold, y,
         f"|project(project(y)) - project(y)| / |project(y)| = {again:.3e} > {tol.residual:.1e}",
     )
-    return {"residual": res, "project idempotence": again}
+    fixed = _worst(_relative(manifold, manifold.project(x) - x, x))
+    _fail_if(
+        fixed > tol.residual, "project fixes the points of M", manifold, x,
+        f"|project(x) - x| / |x| = {fixed:.3e} > {tol.residual:.1e} for x on M",
+    )
+    # distances may exceed the reference by rounding and by the residual of a solve
+    slack = tol.residual * (point_norms(manifold, y) + point_norms(manifold, p)).clamp_min(
+        torch.finfo(y.dtype).tiny
+    )
+    dist = point_norms(manifold, p - y)
+    nearest_other = point_norms(manifold, others - y.unsqueeze(0)).reshape(
+        others.shape[0], -1
+    ).amin(0)
+    farther = _worst((dist - nearest_other - slack) / nearest_other.clamp_min(1e-300))
+    _fail_if(
+        farther > 0, "project is no farther than other points of M", manifold, y,
+        f"|project(y) - y| exceeds the distance to one of {others.shape[0]} random points "
+        f"of M by {farther:.3e} (relative)",
+    )
+    out = {"residual": res, "project idempotence": again, "project fixes M": fixed}
+    if not manifold.project_is_nearest:
+        return out
+    beyond = _worst((dist - point_norms(manifold, x - y) - slack) / dist.clamp_min(1e-300))
+    _fail_if(
+        beyond > 0, "project is the nearest point", manifold, y,
+        f"|project(y) - y| exceeds |x - y| for a point x of M by {beyond:.3e} (relative)",
+    )
+    # the rounding of p, a few eps |p|, shows up in P_p(y - p) at that size
+    scale = point_norms(manifold, y) + point_norms(manifold, p)
+    tangential = _worst(
+        point_norms(manifold, manifold.proj_tangent(p, y - p)) / scale.clamp_min(1e-300)
+    )
+    _fail_if(
+        tangential > tol.residual, "project is the nearest point", manifold, y,
+        f"y - project(y) has a tangent component {tangential:.3e} (relative to |y| + "
+        f"|project(y)|) > {tol.residual:.1e}: not a stationary point of |. - y| on M",
+    )
+    return out | {"project first-order condition": tangential}
 
 
 def law_tangent_projection(

@@ -18,6 +18,7 @@ __all__ = [
     "ambient_vectors",
     "batch_shapes",
     "generators",
+    "perturbed",
     "points",
     "seeds",
     "step_sizes",
@@ -26,7 +27,7 @@ __all__ = [
 
 _WHERE = ("random", "interior", "boundary")
 _STREAM_STRIDE = 0x9E3779B97F4A7C15
-_POINTS, _TANGENTS, _AMBIENT = 1, 2, 3
+_POINTS, _TANGENTS, _AMBIENT, _NOISE = 1, 2, 3, 4
 
 
 def seeds() -> st.SearchStrategy[int]:
@@ -102,11 +103,23 @@ def points(
         noise = torch.randn(shape, dtype=dtype, generator=gen)
         x = manifold.project(x * scale + noise * (scale * rms))
     if perturbation > 0:
-        sigma = draw(st.floats(0.0, perturbation, allow_nan=False))
-        n = point_size(manifold, shape)
-        rms = _per_point(manifold, x, point_norms(manifold, x) / max(n, 1) ** 0.5)
-        x = x + sigma * rms * torch.randn(shape, dtype=dtype, generator=gen)
+        x = _perturb(manifold, x, draw(st.floats(0.0, perturbation, allow_nan=False)), gen)
     return x
+
+
+def _perturb(manifold: Manifold, x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
+    """x plus Gaussian noise of sigma times each point's RMS entry."""
+    n = point_size(manifold, tuple(x.shape))
+    rms = _per_point(manifold, x, point_norms(manifold, x) / max(n, 1) ** 0.5)
+    return x + sigma * rms * torch.randn(x.shape, dtype=x.dtype, generator=gen)
+
+
+@st.composite
+def perturbed(draw: st.DrawFn, manifold: Manifold, x: Tensor, perturbation: float) -> Tensor:
+    """``x`` plus Gaussian noise of relative size sigma drawn from [0, ``perturbation``]
+    (relative to each point's RMS entry): near but generally off M."""
+    sigma = draw(st.floats(0.0, perturbation, allow_nan=False))
+    return _perturb(manifold, x, sigma, draw(generators(_NOISE)))
 
 
 @st.composite
