@@ -4,7 +4,8 @@ The public API, by room (each also importable from its subpackage):
 
 * manifolds: ``Euclidean``, ``Sphere``, ``Oblique``, ``Stiefel``, ``LpSphere``, ``NormBall``,
   ``CircleLift``, ``Product``, ``as_geodyn``, the base class ``Manifold`` and ``ConvergenceError``;
-* integrators: ``Splitting``, ``Overdamped``, ``RiemannianSGD``, ``Constrained``, ``manifold_of``;
+* integrators: ``Splitting``, ``Overdamped``, ``ConstrainedHMC``, ``RiemannianSGD``,
+  ``Constrained``, ``manifold_of``;
 * constraints: ``constrain``, ``constrain_model``, the presets, ``residuals``, ``Implicit``;
 * methods: ``Lawn``, ``OPT``, ``PathSGD``, ``PeriodicSampling``, ``path_norm``,
   ``hyperspherical_energy``, and the weight-constrained Langevin recipes.
@@ -25,6 +26,7 @@ from .constraints import (
 )
 from .integrators import (
     Constrained,
+    ConstrainedHMC,
     NonFiniteError,
     Overdamped,
     RiemannianSGD,
@@ -59,6 +61,7 @@ __all__ = [
     "OPT",
     "CircleLift",
     "Constrained",
+    "ConstrainedHMC",
     "ConvergenceError",
     "Euclidean",
     "Implicit",

@@ -9,6 +9,7 @@ from ._base import GeometricOptimizer, NonFiniteError
 from ._portable import group_manifolds_kept, without_manifolds
 from ._stacks import manifold_of
 from .constrained import TANGENT_STATE_KEYS, Constrained
+from .hmc import ConstrainedHMC
 from .overdamped import Overdamped
 from .rsgd import RiemannianSGD
 from .schemes import Program, compile_scheme
@@ -17,6 +18,7 @@ from .splitting import Splitting
 __all__ = [
     "TANGENT_STATE_KEYS",
     "Constrained",
+    "ConstrainedHMC",
     "GeometricOptimizer",
     "NonFiniteError",
     "Overdamped",
