@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import lab
+
 DEFAULTS: dict[str, Any] = {
     "dataset": "digits",
     "model": "mlp",
@@ -47,7 +49,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     """The top-level parser and its sub-command parsers by name."""
     parser = _Parser(prog="geodyn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{compare}")
+                                metavar="{compare,schemes}")
     c = sub.add_parser("compare", help="train one model with several methods and seeds",
                        description="Train the same model with a list of methods, several seeds "
                        "each, and report accuracy, loss, gap, time per step and constraint drift.",
@@ -66,7 +68,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     c.add_argument("--out", type=Path, help=f"results folder (default: {DEFAULTS['out']})")
     c.add_argument("--force", action="store_true", help="write into --out even if it exists")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser, {"compare": c}
+    return parser, {"compare": c, "schemes": lab.add_parser(sub)}
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command == "schemes":
+            return lab.main(args)
         settings = resolve(args)
         compare(settings, force=args.force, quiet=args.quiet)
     except UsageError as err:

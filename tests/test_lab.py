@@ -205,3 +205,16 @@ def test_hmc_agrees_with_mici():
         z = (o["mean"] - float(mean[j])) / math.hypot(o["se"], float(se[j]))
         print(o["name"], o["mean"], "+-", o["se"], "mici", float(mean[j]), "+-", float(se[j]))
         assert abs(z) < 3.5, (o["name"], z)  # two observables at family-wise level ~1e-3
+
+
+def test_geodyn_schemes_writes_the_table_and_plot(tmp_path):
+    from geodyn.cli import main
+
+    out = tmp_path / "lab"
+    code = main(["schemes", "--schemes", "OBABO,overdamped", "--problems", "gaussian",
+                 "--chains", "300", "--time", "2", "--out", str(out)])
+    assert code == 0
+    text = (out / "schemes.md").read_text()
+    assert "| OBABO | Gaussian R^2 |" in text and "ConstrainedHMC" in text
+    assert (out / "bias.png").stat().st_size > 0
+    assert main(["schemes", "--schemes", "BAXAB"]) == 2

@@ -34,20 +34,27 @@ def fit_order(
         raise ValueError("step_sizes needs at least 3 values to fit an order and check the fit")
     sign = 1.0 if b[np.argmax(np.abs(b))] >= 0 else -1.0
     y = np.log(np.clip(sign * b, 1e-300, None))
-    start = np.polyfit(np.log(h), y, 1, w=np.abs(b) / s)
+    with np.errstate(all="ignore"):
+        start = np.polyfit(np.log(h), y, 1, w=np.abs(b) / s)
 
     def model(hh: np.ndarray, log_c: float, p: float) -> np.ndarray:
         return sign * np.exp(log_c + p * np.log(hh))
 
     try:
+        if not np.all(np.isfinite(start)):
+            raise ValueError("no finite starting fit")
         popt, pcov = optimize.curve_fit(
             model, h, b,
             p0=(float(np.clip(start[1], -699, 699)), float(np.clip(start[0], 0.1, 7.9))),
             sigma=s,
             absolute_sigma=True, bounds=([-700.0, 0.0], [700.0, 8.0]), maxfev=10_000,
         )
-    except RuntimeError:  # no convergence: report an unbounded interval
-        popt, pcov = np.array([start[1], start[0]]), np.full((2, 2), np.inf)
+    except (RuntimeError, ValueError):  # no fit (a bias of zero): an unbounded interval
+        return {"order": math.nan, "order_se": math.inf, "interval": (-math.inf, math.inf),
+                "constant": math.nan, "chi2": math.nan, "dof": len(h) - 2,
+                "fit_p_value": math.nan, "level": level}
+    if not np.all(np.isfinite(pcov)) or not 1e-6 < popt[1] < 8.0 - 1e-6:
+        pcov = np.full((2, 2), np.inf)  # no curvature information, or the fit sits on a bound
     resid = (b - model(h, *popt)) / s
     chi2, dof = float(resid @ resid), len(h) - 2
     birge = max(1.0, chi2 / dof)
