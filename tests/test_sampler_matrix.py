@@ -20,6 +20,7 @@ def test_sampler_hits_its_law(sampler, problem):
     (report,) = run_matrix(scale=SCALE, samplers=(sampler,), problems=(problem,))
     worst = max(report["observables"], key=lambda o: abs(o["z"]))
     assert report["passed"], (
-        f"{sampler} on {report['problem']}: p-value {report['p_value']:.2e} < {report['alpha']:.1e};"
+        f"{sampler} on {report['problem']}: p-value {report['p_value']:.2e} "
+        f"< {report['alpha']:.1e};"
         f" {worst['name']} = {worst['mean']:.4f} +- {worst['se']:.4f}, exact {worst['exact']:.4f}"
     )

@@ -127,9 +127,10 @@ def _hmc_table(lab: LabProblem, chains: int) -> str:
         opt = run_.optimizer
         n = opt.stats["proposals"]
         b, s = float(est.mean[j]) - ref.expected[j], float(est.se[j])
-        rows.append(f"| ConstrainedHMC (L=4), {problem.name} | {h:g} | {opt.acceptance_rate:.3f} | "
-                    f"{opt.stats['reverse_failures'] / n:.2e} | {opt.stats['solve_failures'] / n:.2e}"
-                    f" | {_fmt(b, s)} | {b / s if s > 0 else math.nan:+.1f} |")
+        rev, solve = opt.stats["reverse_failures"] / n, opt.stats["solve_failures"] / n
+        z = b / s if s > 0 else math.nan
+        rows.append(f"| ConstrainedHMC (L=4), {problem.name} | {h:g} | "
+                    f"{opt.acceptance_rate:.3f} | {rev:.2e} | {solve:.2e} | {_fmt(b, s)} | {z:+.1f} |")
     return "\n".join(rows)
 
 

@@ -5,8 +5,8 @@ family-wise significance level ``alpha`` is split over the cells (Bonferroni), s
 correct matrix fails with probability below ``alpha`` in all. ``scale`` multiplies
 the number of chains (the long mode: more chains, smaller detectable bias).
 
-Step sizes: h = 0.1 for the splitting words (bias O(h^2)), h = 0.002 for the
-overdamped scheme (bias O(h)), h = 0.25 with 4 RATTLE steps for constrained HMC
+Step sizes: h = 0.1 for the splitting words (bias O(h^2)), h = 0.004 for the
+overdamped scheme (bias O(h)), h = 0.25 with 3 RATTLE steps for constrained HMC
 (no bias). Each cell records ``time`` units of dynamics after ``burn`` units.
 """
 
@@ -51,15 +51,15 @@ def _overdamped(params: list[torch.Tensor], h: float) -> torch.optim.Optimizer:
 
 
 def _hmc(params: list[torch.Tensor], h: float) -> torch.optim.Optimizer:
-    return ConstrainedHMC(params, lr=h, steps=4, tau=1.0, seed=0)
+    return ConstrainedHMC(params, lr=h, steps=3, tau=1.0, seed=0)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "BAOAB": SamplerSpec(_splitting("BAOAB"), 0.1, 6.0, 2.0),
     "OBABO": SamplerSpec(_splitting("OBABO"), 0.1, 6.0, 2.0),
     "ABOBA": SamplerSpec(_splitting("ABOBA"), 0.1, 6.0, 2.0),
-    "Overdamped": SamplerSpec(_overdamped, 0.002, 1.6, 0.4),
-    "ConstrainedHMC": SamplerSpec(_hmc, 0.25, 15.0, 3.0),
+    "Overdamped": SamplerSpec(_overdamped, 0.004, 1.2, 0.2),
+    "ConstrainedHMC": SamplerSpec(_hmc, 0.25, 8.0, 1.0),
 }
 """The sampling integrators (HMC's time is in proposals x h)."""
 
