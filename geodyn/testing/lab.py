@@ -130,7 +130,8 @@ def _hmc_table(lab: LabProblem, chains: int) -> str:
         rev, solve = opt.stats["reverse_failures"] / n, opt.stats["solve_failures"] / n
         z = b / s if s > 0 else math.nan
         rows.append(f"| ConstrainedHMC (L=4), {problem.name} | {h:g} | "
-                    f"{opt.acceptance_rate:.3f} | {rev:.2e} | {solve:.2e} | {_fmt(b, s)} | {z:+.1f} |")
+                    f"{opt.acceptance_rate:.3f} | {rev:.2e} | {solve:.2e} | {_fmt(b, s)} | "
+                    f"{z:+.1f} |")
     return "\n".join(rows)
 
 
