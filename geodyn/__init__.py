@@ -5,8 +5,8 @@ The public API, by room (each also importable from its subpackage):
 * manifolds: ``Euclidean``, ``Sphere``, ``Oblique``, ``NeuronSpheres``, ``Stiefel``,
   ``LpSphere``, ``NormBall``, ``CircleLift``, ``Product``, ``Reshaped``, ``as_geodyn``, the
   base class ``Manifold`` and ``ConvergenceError``;
-* integrators: ``Splitting``, ``Overdamped``, ``RiemannianSGD``, ``Constrained``,
-  ``OptimizerWrapper``, ``manifold_of``, ``declared_manifold``;
+* integrators: ``Splitting``, ``Overdamped``, ``ConstrainedHMC``, ``RiemannianSGD``,
+  ``Constrained``, ``OptimizerWrapper``, ``manifold_of``, ``declared_manifold``;
 * constraints: ``constrain``, ``constrain_model``, the presets, ``residuals``, ``Implicit``;
 * methods: ``Lawn``, ``OPT``, ``PathSGD``, ``PeriodicSampling``, ``path_norm``,
   ``hyperspherical_energy``, and the weight-constrained Langevin recipes.
@@ -27,6 +27,7 @@ from .constraints import (
 )
 from .integrators import (
     Constrained,
+    ConstrainedHMC,
     NonFiniteError,
     OptimizerWrapper,
     Overdamped,
@@ -65,6 +66,7 @@ __all__ = [
     "OPT",
     "CircleLift",
     "Constrained",
+    "ConstrainedHMC",
     "ConvergenceError",
     "Euclidean",
     "Implicit",

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import lab
+
 DEFAULTS: dict[str, Any] = {
     "dataset": "mnist1d",
     "model": "mlp",
@@ -354,9 +356,10 @@ def _run_reproduce(args: argparse.Namespace) -> None:
 
 # name -> (add the sub-command's parser, run it); a new sub-command is one entry here
 COMMANDS: dict[str, tuple[Callable[[Any], argparse.ArgumentParser],
-                          Callable[[argparse.Namespace], None]]] = {
+                          Callable[[argparse.Namespace], int | None]]] = {
     "compare": (_compare_parser, _run_compare),
     "reproduce": (_reproduce_parser, _run_reproduce),
+    "schemes": (lab.add_parser, lab.main),
 }
 
 
@@ -367,11 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        COMMANDS[args.command][1](args)
+        status = COMMANDS[args.command][1](args)
     except UsageError as err:
         print(f"geodyn {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

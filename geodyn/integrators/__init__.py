@@ -10,6 +10,7 @@ from ._base import GeometricOptimizer, NonFiniteError
 from ._portable import group_manifolds_kept, without_manifolds
 from ._stacks import declared_manifold, manifold_of
 from .constrained import TANGENT_STATE_KEYS, Constrained
+from .hmc import ConstrainedHMC
 from .overdamped import Overdamped
 from .rsgd import RiemannianSGD
 from .schemes import Program, compile_scheme
@@ -19,6 +20,7 @@ from .wrapper import OptimizerWrapper
 __all__ = [
     "TANGENT_STATE_KEYS",
     "Constrained",
+    "ConstrainedHMC",
     "GeometricOptimizer",
     "NonFiniteError",
     "OptimizerWrapper",
