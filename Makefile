@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m geodyn compare
+	$(PY) -m geodyn reproduce --suite demo --out geodyn-demo --force
 
 test: $(VENV)/.installed lint
 	$(PY) -m pytest -q -n 2

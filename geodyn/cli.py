@@ -324,9 +324,10 @@ def reproduce(
                                 suites.records_for_json(records, analysis["arms"]))
     report.write_reproduce_markdown(folder / "results.md", meta, analysis)
     report.write_reproduce_plots(folder, analysis)
-    print("Published MNIST-1D baselines")
-    print(report.format_baselines(analysis["baselines"]))
-    print("\nClaims (paired by seed; effect = mean difference [95% t-interval])")
+    if analysis["baselines"]:
+        print("Published MNIST-1D baselines")
+        print(report.format_baselines(analysis["baselines"]) + "\n")
+    print("Claims (paired by seed; effect = mean difference [95% t-interval])")
     print(report.format_claims(analysis["claims"]))
     print(f"\n{len(records)} runs in {wall / 60:.1f} min on {workers} process(es); "
           f"results in {folder}")

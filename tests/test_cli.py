@@ -214,10 +214,10 @@ def test_runner_detects_parameters_left_non_finite() -> None:
 def test_every_registered_method_trains_and_keeps_its_constraint(name: str) -> None:
     data = data_mod.digits(seed=0)
     method = METHODS[name]
-    record = run(RunSpec(method, method.config(), "mlp", 0, 4, 64, "cpu"), data)
+    record = run(RunSpec(method, method.config(), "mlp", 0, 3, 64, "cpu"), data)
     assert not record["diverged"], name
-    # four epochs (76 steps, past LAWN's 44-step warm-up and PSWA's first period) of any
-    # of the methods beat chance (0.1) on digits by far
+    # three epochs (57 steps, past LAWN's 44-step warm-up) of any of the methods beat
+    # chance (0.1) on digits by far
     assert record["summary"]["final_test_acc"] > 0.3, (name, record["summary"])
     # float32 weights: a constraint kept to rounding level
     assert record["summary"]["max_residual"] < 1e-4, (name, record["summary"])

@@ -313,10 +313,8 @@ def write_reproduce_markdown(path: Path, meta: dict[str, Any], analysis: dict[st
         f"{meta['summary']}. Data set `{s['dataset']}`, {s['seeds']} seeds, "
         f"{s['workers']} processes, wall time {meta['wall_time_s'] / 60:.1f} min.",
         "",
-        "## Published baselines",
-        "",
-        format_baselines(analysis["baselines"], markdown=True),
-        "",
+        *(["## Published baselines", "", format_baselines(analysis["baselines"], markdown=True),
+            ""] if analysis["baselines"] else []),
         "## Claims",
         "",
         "Effect: mean over seeds of the paired difference (method - baseline, or the "

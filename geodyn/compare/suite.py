@@ -251,13 +251,32 @@ def _baselines() -> tuple[Baseline, ...]:
     )
 
 
+def _only(claims: tuple[Claim, ...], arms: tuple[Arm, ...]) -> tuple[Claim, ...]:
+    """The claims whose every arm is in ``arms``."""
+    keys = {a.key for a in arms}
+    return tuple(c for c in claims if all(k in keys for _, k in c.terms))
+
+
+_PERIODIC_VARIANTS = ("pwalks", "pswm")
+_MLP_ARMS = _claims_arms(10, cnn=False)
+_FULL_ARMS = tuple(a for a in _MLP_ARMS if a.key not in _PERIODIC_VARIANTS)
+_DEMO_ARMS = tuple(a for a in _claims_arms(10, cnn=False)
+                   if a.key in ("sgd", "opt", "adam-b1000", "lawn-adam-b1000", "pswa"))
+
 SUITES: dict[str, Suite] = {
     "full": Suite(
         "full",
-        "the published baselines (200 epochs) and every claim on the MLP (10 epochs)",
-        (*_baseline_arms(200), *_claims_arms(10, cnn=False)),
+        "the published baselines (200 epochs) and the claims on the MLP (10 epochs)",
+        (*_FULL_ARMS, *_baseline_arms(200)),
         _baselines(),
-        CLAIMS_MLP,
+        _only(CLAIMS_MLP, _FULL_ARMS),
+    ),
+    "periodic": Suite(
+        "periodic",
+        "PWALKS and PSWM against their base SGD-momentum (MLP, 10 epochs)",
+        tuple(a for a in _MLP_ARMS if a.key in ("sgd", *_PERIODIC_VARIANTS)),
+        (),
+        _only(CLAIMS_MLP, tuple(a for a in _MLP_ARMS if a.key in ("sgd", *_PERIODIC_VARIANTS))),
     ),
     "cnn": Suite(
         "cnn",
@@ -270,12 +289,9 @@ SUITES: dict[str, Suite] = {
         "demo",
         "a short version: the baselines at 20 epochs and the OPT, LAWN and PSWA claims "
         "(MLP, 10 epochs)",
-        (*_baseline_arms(20),
-         *(a for a in _claims_arms(10, cnn=False)
-           if a.key in ("sgd", "opt", "adam-b1000", "lawn-adam-b1000", "pswa"))),
+        (*_DEMO_ARMS, *_baseline_arms(20)),
         _baselines(),
-        tuple(c for c in CLAIMS_MLP if all(
-            k in ("sgd", "opt", "adam-b1000", "lawn-adam-b1000", "pswa") for _, k in c.terms)),
+        _only(CLAIMS_MLP, _DEMO_ARMS),
     ),
 }
 
