@@ -4,7 +4,11 @@ The public API, by room (each also importable from its subpackage):
 
 * manifolds: ``Euclidean``, ``Sphere``, ``Oblique``, ``Stiefel``, ``LpSphere``, ``NormBall``,
   ``CircleLift``, ``Product``, ``as_geodyn``, the base class ``Manifold`` and ``ConvergenceError``;
-* integrators: ``Splitting``, ``Overdamped``, ``RiemannianSGD``, ``Constrained``, ``manifold_of``;
+* manifolds also: ``ComplexStiefel``, ``ComplexSphere``, and the orthogonalisation
+  primitives ``polar_newton_schulz`` and ``msign``;
+* integrators: ``Splitting``, ``Overdamped``, ``RiemannianSGD``, ``Constrained``, ``manifold_of``,
+  and the optimizer-author toolkit ``Muon``, ``Spel``, ``ManifoldMuon``, ``MuonHyperball``,
+  ``Landing`` (each a loop around a pure step of ``geodyn.functional``);
 * constraints: ``constrain``, ``constrain_model``, the presets, ``residuals``, ``Implicit``;
 * methods: ``Lawn``, ``OPT``, ``PathSGD``, ``PeriodicSampling``, ``path_norm``,
   ``hyperspherical_energy``, and the weight-constrained Langevin recipes.
@@ -25,14 +29,21 @@ from .constraints import (
 )
 from .integrators import (
     Constrained,
+    Landing,
+    ManifoldMuon,
+    Muon,
+    MuonHyperball,
     NonFiniteError,
     Overdamped,
     RiemannianSGD,
+    Spel,
     Splitting,
     manifold_of,
 )
 from .manifolds import (
     CircleLift,
+    ComplexSphere,
+    ComplexStiefel,
     ConvergenceError,
     Euclidean,
     LpSphere,
@@ -43,6 +54,8 @@ from .manifolds import (
     Sphere,
     Stiefel,
     as_geodyn,
+    msign,
+    polar_newton_schulz,
 )
 from .methods import (
     OPT,
@@ -58,13 +71,19 @@ __version__ = "0.1.0"
 __all__ = [
     "OPT",
     "CircleLift",
+    "ComplexSphere",
+    "ComplexStiefel",
     "Constrained",
     "ConvergenceError",
     "Euclidean",
     "Implicit",
+    "Landing",
     "Lawn",
     "LpSphere",
     "Manifold",
+    "ManifoldMuon",
+    "Muon",
+    "MuonHyperball",
     "NonFiniteError",
     "NormBall",
     "Oblique",
@@ -73,6 +92,7 @@ __all__ = [
     "PeriodicSampling",
     "Product",
     "RiemannianSGD",
+    "Spel",
     "Sphere",
     "Splitting",
     "Stiefel",
@@ -84,8 +104,10 @@ __all__ = [
     "lp_sphere",
     "manifold_of",
     "max_norm",
+    "msign",
     "orthogonal",
     "path_norm",
+    "polar_newton_schulz",
     "residuals",
     "unit_norm_neurons",
 ]
