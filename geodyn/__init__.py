@@ -5,8 +5,12 @@ The public API, by room (each also importable from its subpackage):
 * manifolds: ``Euclidean``, ``Sphere``, ``Oblique``, ``NeuronSpheres``, ``Stiefel``,
   ``LpSphere``, ``NormBall``, ``CircleLift``, ``Product``, ``Reshaped``, ``as_geodyn``, the
   base class ``Manifold`` and ``ConvergenceError``;
+* manifolds also: ``ComplexStiefel``, ``ComplexSphere``, and the orthogonalisation
+  primitives ``polar_newton_schulz`` and ``msign``;
 * integrators: ``Splitting``, ``Overdamped``, ``ConstrainedHMC``, ``RiemannianSGD``,
-  ``Constrained``, ``OptimizerWrapper``, ``manifold_of``, ``declared_manifold``;
+  ``Constrained``, ``OptimizerWrapper``, ``manifold_of``, ``declared_manifold``,
+  and the optimizer-author toolkit ``Muon``, ``Spel``, ``ManifoldMuon``, ``MuonHyperball``,
+  ``Landing`` (each a loop around a pure step of ``geodyn.functional``);
 * constraints: ``constrain``, ``constrain_model``, the presets, ``residuals``, ``Implicit``;
 * methods: ``Lawn``, ``OPT``, ``PathSGD``, ``PeriodicSampling``, ``path_norm``,
   ``hyperspherical_energy``, and the weight-constrained Langevin recipes.
@@ -28,16 +32,23 @@ from .constraints import (
 from .integrators import (
     Constrained,
     ConstrainedHMC,
+    Landing,
+    ManifoldMuon,
+    Muon,
+    MuonHyperball,
     NonFiniteError,
     OptimizerWrapper,
     Overdamped,
     RiemannianSGD,
+    Spel,
     Splitting,
     declared_manifold,
     manifold_of,
 )
 from .manifolds import (
     CircleLift,
+    ComplexSphere,
+    ComplexStiefel,
     ConvergenceError,
     Euclidean,
     LpSphere,
@@ -50,6 +61,8 @@ from .manifolds import (
     Sphere,
     Stiefel,
     as_geodyn,
+    msign,
+    polar_newton_schulz,
 )
 from .methods import (
     OPT,
@@ -65,15 +78,21 @@ __version__ = "0.1.0"
 __all__ = [
     "OPT",
     "CircleLift",
+    "ComplexSphere",
+    "ComplexStiefel",
     "Constrained",
     "ConstrainedHMC",
     "ConvergenceError",
     "Euclidean",
     "Implicit",
+    "Landing",
     "Lawn",
     "LpSphere",
     "Manifold",
     "NeuronSpheres",
+    "ManifoldMuon",
+    "Muon",
+    "MuonHyperball",
     "NonFiniteError",
     "NormBall",
     "Oblique",
@@ -84,6 +103,7 @@ __all__ = [
     "Product",
     "Reshaped",
     "RiemannianSGD",
+    "Spel",
     "Sphere",
     "Splitting",
     "Stiefel",
@@ -96,8 +116,10 @@ __all__ = [
     "lp_sphere",
     "manifold_of",
     "max_norm",
+    "msign",
     "orthogonal",
     "path_norm",
+    "polar_newton_schulz",
     "residuals",
     "unit_norm_neurons",
 ]

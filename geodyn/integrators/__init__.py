@@ -11,9 +11,11 @@ from ._portable import group_manifolds_kept, without_manifolds
 from ._stacks import declared_manifold, manifold_of
 from .constrained import TANGENT_STATE_KEYS, Constrained
 from .hmc import ConstrainedHMC
+from .landing import Landing
 from .overdamped import Overdamped
 from .rsgd import RiemannianSGD
 from .schemes import Program, compile_scheme
+from .spectral import ManifoldMuon, Muon, MuonHyperball, Spel
 from .splitting import Splitting
 from .wrapper import OptimizerWrapper
 
@@ -22,11 +24,16 @@ __all__ = [
     "Constrained",
     "ConstrainedHMC",
     "GeometricOptimizer",
+    "Landing",
+    "ManifoldMuon",
+    "Muon",
+    "MuonHyperball",
     "NonFiniteError",
     "OptimizerWrapper",
     "Overdamped",
     "Program",
     "RiemannianSGD",
+    "Spel",
     "Splitting",
     "compile_scheme",
     "declared_manifold",
