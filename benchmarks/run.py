@@ -114,7 +114,9 @@ def run_workload(
             log(f"  absent {case.name}: {case.absent}")
             continue
         try:
+            start = time.perf_counter()
             built[case.name] = b = case.build(make)
+            records[case.name]["build_s"] = time.perf_counter() - start
         except Exception as err:  # a case that cannot be built is reported, not fatal
             records[case.name]["error"] = f"{type(err).__name__}: {err}"
             log(f"  skipped {case.name}: {records[case.name]['error']}")
@@ -135,7 +137,10 @@ def run_workload(
             del timers[name]
 
     for name in list(timers):
+        start = time.perf_counter()
         guarded(name, warmup, record=False)
+        if name in records:
+            records[name]["warmup_s"] = time.perf_counter() - start
     log(f"  warm-up done ({len(timers)} jobs)")
     for r in range(rounds):
         names = list(timers)
