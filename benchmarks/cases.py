@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,8 +42,11 @@ Residual = Callable[[], "float | None"]
 
 @dataclass
 class Built:
+    """A case ready to step: ``optimizer`` has ``zero_grad(set_to_none)`` and ``step()``
+    (a torch optimizer, a floor or a chain of optimizers)."""
+
     workload: Workload
-    optimizer: torch.optim.Optimizer
+    optimizer: Any
     residual: Residual
 
 
