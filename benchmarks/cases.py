@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from .peers import (
     MOMENTUM,
     Peer,
     floors,
+    orthonormal_start,
     peers,
 )
 
@@ -41,8 +43,11 @@ Residual = Callable[[], "float | None"]
 
 @dataclass
 class Built:
+    """A case ready to step: ``optimizer`` has ``zero_grad(set_to_none)`` and ``step()``
+    (a torch optimizer, a floor or a chain of optimizers)."""
+
     workload: Workload
-    optimizer: torch.optim.Optimizer
+    optimizer: Any
     residual: Residual
 
 
@@ -171,10 +176,12 @@ def _geodyn_case(manifold_name: str, kind: str) -> Case:
         manifold = spec.make(wl)
         hidden = [layer.weight for layer in wl.hidden]
         with torch.no_grad():
+            if spec.family == "stiefel":
+                orthonormal_start(hidden)  # the peers' start too (and no SVD per case)
             for w in hidden:
                 if spec.lift:
                     w.copy_(manifold.random_point(*w.shape, dtype=w.dtype, device=w.device))
-                else:
+                elif spec.family != "stiefel":
                     w.copy_(manifold.project(w))
         ids = {id(w) for w in hidden}
         rest = [p for p in wl.model.parameters() if id(p) not in ids]

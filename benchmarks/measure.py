@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -70,11 +71,12 @@ def _tensors(obj: object) -> Iterable[Tensor]:
             yield from _tensors(value)
 
 
-def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+def state_bytes(optimizer: Any) -> int:
     """Bytes of the distinct tensor storages in ``optimizer.state``.
 
-    Optimizers held as attributes (a wrapper's base optimizer) are counted too;
-    a storage shared between them counts once.
+    Optimizers held as attributes, alone or in a list or tuple (a wrapper's base
+    optimizer, a chain's members), are counted too; a storage shared between them
+    counts once.
     """
     seen: set[int] = set()
     total = 0
@@ -91,7 +93,9 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
             if key not in seen:
                 seen.add(key)
                 total += storage.nbytes()
-        stack += [v for v in vars(opt).values() if isinstance(v, torch.optim.Optimizer)]
+        for value in vars(opt).values():
+            inner = value if isinstance(value, (list, tuple)) else [value]
+            stack += [v for v in inner if hasattr(v, "state") and hasattr(v, "step")]
     return total
 
 

@@ -24,8 +24,8 @@ from torch import Tensor
 from .measure import cholesky_qr, tall
 from .models import Workload
 
-__all__ = ["JOBS", "Chain", "Peer", "RowFloor", "StiefelFloor", "floors", "orthonormality", "peers",
-           "row_residual"]
+__all__ = ["JOBS", "Chain", "Peer", "RowFloor", "StiefelFloor", "floors", "orthonormal_start",
+           "orthonormality", "peers", "row_residual"]
 
 LR = 1e-2
 ADAM_LR = 1e-3
@@ -100,12 +100,26 @@ def _unit_rows(hidden: list[Tensor]) -> None:
             w.div_(w.norm(dim=-1, keepdim=True))
 
 
-def _orthonormal(hidden: list[Tensor]) -> None:
+_FRAMES: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def orthonormal_start(hidden: list[Tensor]) -> None:
+    """Replace each weight by the Q factor of its tall orientation (diag R > 0), in place.
+
+    Every orthonormal case of a run starts from the same weights (one seed), so the
+    factor is computed once per weight and reused: an SVD- or eigh-based projection
+    per case and matrix cost most of a quick run's set-up.
+    """
     with torch.no_grad():
         for w in hidden:
             x = tall(w)
-            q, r = torch.linalg.qr(x)
-            x.copy_(q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2))
+            key = (tuple(x.shape), x.dtype, x.device)
+            cached = _FRAMES.get(key)
+            if cached is None or not torch.equal(cached[0], x):
+                q, r = torch.linalg.qr(x)
+                sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+                cached = _FRAMES[key] = (x.clone(), q * sign)
+            x.copy_(cached[1])
 
 
 # ----------------------------------------------------------------------------- floors
@@ -201,9 +215,12 @@ def _geoopt(manifold: str, adam: bool) -> Callable[[Workload], tuple[Any, Residu
             w = layer.weight.detach()
             if manifold != "Sphere" and w.shape[0] < w.shape[1]:
                 continue  # geoopt's Stiefel needs a tall matrix; wide ones stay Euclidean
-            with torch.no_grad():
-                w = m.projx(w) if manifold != "Sphere" else w / w.norm(dim=-1, keepdim=True)
-            layer.weight = geoopt.ManifoldParameter(w.clone(), manifold=m)
+            w = w.clone()
+            if manifold == "Sphere":
+                _unit_rows([w])
+            else:
+                orthonormal_start([w])
+            layer.weight = geoopt.ManifoldParameter(w, manifold=m)
             hidden.append(layer.weight)
         params = wl.model.parameters()
         opt = (geoopt.optim.RiemannianAdam(params, lr=ADAM_LR) if adam else
@@ -228,7 +245,7 @@ def _pogo(wl: Workload) -> tuple[Any, Residual]:
     import pogo.base
 
     hidden, rest = _split(wl)
-    _orthonormal(hidden)
+    orthonormal_start(hidden)
     # POGO wants (batch, p, q) with p <= q: a tall weight is optimised transposed (rows=False)
     groups = [
         {"params": [w for w in hidden if w.shape[0] > w.shape[1]], "rows": False},
@@ -316,7 +333,7 @@ def floors() -> dict[str, tuple[str, Callable[[Workload], tuple[Any, Residual]]]
 
     def stiefel(wl: Workload) -> tuple[Any, Residual]:
         hidden, _ = _split(wl)
-        _orthonormal(hidden)
+        orthonormal_start(hidden)
         return StiefelFloor(wl), orthonormality(lambda: hidden)
 
     return {

@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 from .cases import GEODYN_OPTIMIZERS, MANIFOLDS, Built, Case, baselines, geodyn_cases
 from .measure import Timer, cholesky_qr, state_bytes, tall, timed
@@ -114,7 +115,9 @@ def run_workload(
             log(f"  absent {case.name}: {case.absent}")
             continue
         try:
+            start = time.perf_counter()
             built[case.name] = b = case.build(make)
+            records[case.name]["build_s"] = time.perf_counter() - start
         except Exception as err:  # a case that cannot be built is reported, not fatal
             records[case.name]["error"] = f"{type(err).__name__}: {err}"
             log(f"  skipped {case.name}: {records[case.name]['error']}")
@@ -135,7 +138,10 @@ def run_workload(
             del timers[name]
 
     for name in list(timers):
+        start = time.perf_counter()
         guarded(name, warmup, record=False)
+        if name in records:
+            records[name]["warmup_s"] = time.perf_counter() - start
     log(f"  warm-up done ({len(timers)} jobs)")
     for r in range(rounds):
         names = list(timers)
@@ -264,6 +270,9 @@ def benchmark(
     dev = _device(device)
     if "torch SGD" in skip_baselines:
         raise ValueError("skip_baselines cannot hold 'torch SGD': every ratio is to it")
+    # the compiled cases share torch.compile's cache of one step function, each stack
+    # shape and first/later step a graph: past the limit of 8 the later cases ran eager
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     base_cases = [c for c in baselines() if c.name not in skip_baselines]
     notes = [f"{c.name}: {c.absent}" for c in base_cases if c.absent is not None]
     cases = base_cases + geodyn_cases(manifolds, optimizers)

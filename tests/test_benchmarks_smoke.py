@@ -97,6 +97,8 @@ def test_records_have_finite_numbers_and_targets(result: dict) -> None:
         for name in ("torch SGD", "torch Adam"):
             assert by_name[name]["ratio"] == 1.0
         assert by_name["torch SGD"]["state_ratio"] == 1.0
+        # a chain (peer on the hidden weights, torch SGD on the rest) counts both states
+        assert by_name["pogo-torch POGO"]["state_ratio"] == pytest.approx(1.0)
 
 
 def test_result_is_json_and_table_lists_every_case(result: dict) -> None:
