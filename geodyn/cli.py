@@ -1,5 +1,7 @@
-"""Command line: ``geodyn compare`` trains one model with several methods and seeds;
-``geodyn reproduce`` runs the seed papers' claims as paired experiments on MNIST-1D.
+"""Command line: ``geodyn compare`` and ``geodyn reproduce``.
+
+``geodyn compare`` trains one model with several methods and seeds; ``geodyn reproduce``
+runs the seed papers' claims as paired experiments on MNIST-1D.
 
 Compare's settings come from the defaults, then a ``--config FILE.toml``, then the
 command-line options (each level overrides the one before). See docs/cli.md.
