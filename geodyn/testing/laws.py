@@ -79,8 +79,8 @@ def law_project(
     project(y), project(x) = x, and |project(y) - y| <= min_k |w_k - y| (a projection
     is no farther than random points of M). Where ``manifold.project_is_nearest``:
     also |project(y) - y| <= |x - y| (x is a point of M) and the first-order
-    condition P_p(y - p) = 0 at p = project(y) (y - p in the normal space, or the
-    normal cone of an inequality set).
+    condition at p = project(y): y - p lies in the row space of the constraint
+    Jacobian at p (its active rows for an inequality set), the normal space.
     """
     p = manifold.project(y)
     res = _worst(point_residuals(manifold, p))
@@ -120,11 +120,12 @@ def law_project(
         beyond > 0, "project is the nearest point", manifold, y,
         f"|project(y) - y| exceeds |x - y| for a point x of M by {beyond:.3e} (relative)",
     )
-    # the rounding of p, a few eps |p|, shows up in P_p(y - p) at that size
+    # y - p in the row space of the (active) constraint Jacobian at p; the rounding of
+    # p, a few eps |p|, shows up in the tangent part at that size
+    jac = constraint_jacobian(manifold, p, default_atol(p.dtype))
+    w = flat_points(manifold, y - p)
     scale = point_norms(manifold, y) + point_norms(manifold, p)
-    tangential = _worst(
-        point_norms(manifold, manifold.proj_tangent(p, y - p)) / scale.clamp_min(1e-300)
-    )
+    tangential = _worst((w - normal_part(jac, w)).norm(dim=-1) / scale.clamp_min(1e-300))
     _fail_if(
         tangential > tol.residual, "project is the nearest point", manifold, y,
         f"y - project(y) has a tangent component {tangential:.3e} (relative to |y| + "
