@@ -45,7 +45,7 @@ QUICK_MANIFOLDS = (
     "Oblique rows", "CircleLift", "LpSphere p=3", "NormBall", "Stiefel qr",
     "Stiefel newton-schulz", "Stiefel SHAKE",
 )
-# comparisons without a target, each 10-120x an SGD step on the MLP: left to the full run
+# comparisons without a target, each about 15-120x an SGD step on the MLP: left to the full run
 QUICK_SKIP = ("geoopt RSGD CanonicalStiefel", "geoopt RAdam EuclideanStiefel",
               "geotorch.orthogonal + SGD")
 DEFAULT_OUT = Path(__file__).with_name("results.json")
