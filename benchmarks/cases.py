@@ -220,7 +220,7 @@ def _torch_case(name: str, make_opt: Callable[[list], torch.optim.Optimizer]) ->
     return Case(name, name, "", build, kind="torch", base=base)
 
 
-def _peer_case(peer: Peer) -> Case:
+def _peer_case(peer: Peer, dtype: torch.dtype) -> Case:
     def build(make: WorkloadFactory) -> Built:
         wl = make(False)
         opt, residual = peer.build(wl)
@@ -228,7 +228,7 @@ def _peer_case(peer: Peer) -> Case:
 
     family = "stiefel" if "orthonormal" in peer.job else "sphere"
     return Case(peer.name, peer.name, family, build, kind="peer", note=peer.note, job=peer.job,
-                base="adam" if peer.adam else "sgd", absent=peer.absent())
+                base="adam" if peer.adam else "sgd", absent=peer.absent(dtype))
 
 
 def _floor_case(name: str, job: str, make_floor: Callable[[Workload], tuple]) -> Case:
@@ -241,8 +241,9 @@ def _floor_case(name: str, job: str, make_floor: Callable[[Workload], tuple]) ->
     return Case(name, "floor", family, build, kind="floor", job=job)
 
 
-def baselines() -> list[Case]:
-    """torch SGD (the reference, first), torch Adam, the floors and every peer."""
+def baselines(dtype: torch.dtype = torch.float32) -> list[Case]:
+    """torch SGD (the reference, first), torch Adam, the floors and every peer
+    (absent where its library is missing or it does not run in ``dtype``)."""
     return [
         _torch_case(
             "torch SGD",
@@ -250,5 +251,5 @@ def baselines() -> list[Case]:
         ),
         _torch_case("torch Adam", lambda ps: torch.optim.Adam(ps, lr=ADAM_LR, foreach=True)),
         *(_floor_case(name, job, make) for name, (job, make) in floors().items()),
-        *(_peer_case(p) for p in peers()),
+        *(_peer_case(p, dtype) for p in peers()),
     ]

@@ -194,15 +194,18 @@ class Peer:
         build: Callable[[Workload], tuple[Any, Residual]],
         note: str = "",
         adam: bool = False,
+        float32_only: bool = False,
     ) -> None:
         self.name, self.job, self.module, self.install = name, job, module, install
-        self.build, self.note, self.adam = build, note, adam
+        self.build, self.note, self.adam, self.float32_only = build, note, adam, float32_only
 
-    def absent(self) -> str | None:
-        """Why the peer cannot run here, or None."""
-        if _available(self.module):
-            return None
-        return f"{self.module} is not importable ({self.install})"
+    def absent(self, dtype: torch.dtype = torch.float32) -> str | None:
+        """Why the peer cannot run here in ``dtype``, or None."""
+        if not _available(self.module):
+            return f"{self.module} is not importable ({self.install})"
+        if self.float32_only and dtype != torch.float32:
+            return f"{self.name} works in float32 only, not {dtype}"
+        return None
 
 
 def _geoopt(manifold: str, adam: bool) -> Callable[[Workload], tuple[Any, Residual]]:
@@ -319,7 +322,8 @@ def peers() -> list[Peer]:
         Peer("torch.optim.Muon", JOB_STIEFEL_SGD, "torch", "torch >= 2.9", _torch_muon,
              note="cost reference: orthogonalises the update only"),
         Peer("emerging MuonHyperball", JOB_STIEFEL_SGD, "emerging_optimizers", _EMERGING,
-             _muon_hyperball, note="cost reference: Frobenius sphere, not orthonormal"),
+             _muon_hyperball, note="cost reference: Frobenius sphere, not orthonormal",
+             float32_only=True),
     ]
 
 

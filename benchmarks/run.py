@@ -45,7 +45,7 @@ QUICK_MANIFOLDS = (
     "Oblique rows", "CircleLift", "LpSphere p=3", "NormBall", "Stiefel qr",
     "Stiefel newton-schulz", "Stiefel SHAKE",
 )
-# comparisons without a target, each 10-120x an SGD step on the MLP: left to the full run
+# comparisons without a target, each about 15-120x an SGD step on the MLP: left to the full run
 QUICK_SKIP = ("geoopt RSGD CanonicalStiefel", "geoopt RAdam EuclideanStiefel",
               "geotorch.orthogonal + SGD")
 DEFAULT_OUT = Path(__file__).with_name("results.json")
@@ -273,7 +273,7 @@ def benchmark(
     # the compiled cases share torch.compile's cache of one step function, each stack
     # shape and first/later step a graph: past the limit of 8 the later cases ran eager
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    base_cases = [c for c in baselines() if c.name not in skip_baselines]
+    base_cases = [c for c in baselines(dtype) if c.name not in skip_baselines]
     notes = [f"{c.name}: {c.absent}" for c in base_cases if c.absent is not None]
     cases = base_cases + geodyn_cases(manifolds, optimizers)
     factories = [partial(_on(dev, dtype, mlp), sizes=sizes, batch=batch)]
