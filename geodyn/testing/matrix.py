@@ -71,10 +71,9 @@ MATRIX_PROBLEMS: tuple[str, ...] = (
 
 # The implicit manifold solves by vmap-ed Newton steps (slow per step): fewer chains.
 _CHAINS = {"torus": 200}
-
-
-def _steps(spec: SamplerSpec, name: str) -> tuple[int, int]:
-    return max(1, round(spec.time / spec.h)), round(spec.burn / spec.h)
+# Stiefel(5, 2)'s SHAKE Newton fails for HMC's full momentum draws at h = 0.25 often enough
+# that locating the failed chains (by halving the batch) dominates: a smaller step there.
+_STEP = {("ConstrainedHMC", "stiefel-5-2"): 0.1}
 
 
 def run_matrix(
@@ -105,13 +104,14 @@ def run_matrix(
     out = []
     for sname, pname in cells:
         spec = SAMPLERS[sname]
+        h = _STEP.get((sname, pname), spec.h)
         problem = built.setdefault(pname, PROBLEMS[pname]())
-        steps, burn = _steps(spec, pname)
+        steps, burn = max(1, round(spec.time / h)), round(spec.burn / h)
         n = max(50, round(_CHAINS.get(pname, chains) * scale))
         start = _time.perf_counter()
         report = check_sampler(
             spec.factory, problem.manifold, problem.potential, problem.reference,
-            h=spec.h, chains=n, steps=steps, burn=burn, alpha=level,
+            h=h, chains=n, steps=steps, burn=burn, alpha=level,
             seed=zlib.crc32(f"{sname}/{pname}".encode()),
             raise_on_failure=False,
         )

@@ -43,9 +43,10 @@ def fit_order(
     try:
         if not np.all(np.isfinite(start)):
             raise ValueError("no finite starting fit")
+        p0 = (float(np.clip(start[1], -699, 699)), float(np.clip(start[0], 0.1, 7.9)))
         popt, pcov = optimize.curve_fit(
             model, h, b,
-            p0=(float(np.clip(start[1], -699, 699)), float(np.clip(start[0], 0.1, 7.9))),
+            p0=p0,
             sigma=s,
             absolute_sigma=True, bounds=([-700.0, 0.0], [700.0, 8.0]), maxfev=10_000,
         )
@@ -53,7 +54,8 @@ def fit_order(
         return {"order": math.nan, "order_se": math.inf, "interval": (-math.inf, math.inf),
                 "constant": math.nan, "chi2": math.nan, "dof": len(h) - 2,
                 "fit_p_value": math.nan, "level": level}
-    if not np.all(np.isfinite(pcov)) or not 1e-6 < popt[1] < 8.0 - 1e-6:
+    stuck = abs(popt[1] - p0[1]) < 1e-9  # the optimiser never moved: a flat objective
+    if stuck or not np.all(np.isfinite(pcov)) or not 1e-6 < popt[1] < 8.0 - 1e-6:
         pcov = np.full((2, 2), np.inf)  # no curvature information, or the fit sits on a bound
     resid = (b - model(h, *popt)) / s
     chi2, dof = float(resid @ resid), len(h) - 2
