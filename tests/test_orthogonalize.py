@@ -141,8 +141,11 @@ def test_msign_bad_arguments():
         msign(torch.ones(3, 3), steps=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("shape", [(5, 3), (2, 2, 4)], ids=["tall", "wide-batch"])
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((5, 3), torch.float64), ((2, 2, 4), torch.float32)],
+    ids=["tall-float64", "wide-batch-float32"],
+)
 def test_stiefel_newton_schulz_obeys_every_law(shape, dtype):
     from geodyn.testing import check_manifold
 
