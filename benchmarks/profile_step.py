@@ -11,7 +11,8 @@ On the benchmark's MLP (784-1024-1024-10, batch 128) each named case (see
   operand of at least ``BIG`` elements of an outermost aten operator (of each tensor
   of a ``_foreach_*`` call) read, plus one
   write for an in-place or elementwise out-of-place operator (reductions and GEMMs
-  write small results); a composite operator's internal temporaries are not seen.
+  write small results; views and aliases move nothing and are not counted); a composite
+  operator's internal temporaries are not seen.
   torch SGD with momentum does param, grad and buffer reads and param and buffer
   writes: 5 at the least, 8 with its three foreach kernels;
 * GEMMs (mm, bmm, addmm, baddbmm; linalg solves and factorisations counted apart)
@@ -39,6 +40,11 @@ __all__ = ["count_step", "main"]
 BIG = 500_000  # elements: the hidden weights have 0.80 M and 1.05 M
 GEMM = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
 SYNC = ("aten::item", "aten::_local_scalar_dense", "aten::is_nonzero")
+# views and aliases move no data: not passes
+VIEWS = ("aten::detach", "aten::reshape", "aten::view", "aten::unsqueeze", "aten::squeeze",
+         "aten::_reshape_alias", "aten::as_strided", "aten::expand", "aten::transpose",
+         "aten::t", "aten::permute", "aten::select", "aten::slice", "aten::split",
+         "aten::alias", "aten::view_as", "aten::flatten", "aten::unflatten", "aten::lift_fresh")
 REDUCTIONS = ("sum", "norm", "max", "min", "all", "any", "amax", "amin", "mean", "dot",
               "vdot", "equal", "allclose", "isclose")
 DEFAULT_CASES = (
@@ -114,7 +120,7 @@ def count_step(built: Built, steps: int = 3, warmup: int = 2) -> dict:
             outer += [c for c in e.cpu_children if c.name.startswith("aten::")]
             continue
         big = [n for n in _numels(e.input_shapes) if n >= BIG]
-        if big:
+        if big and e.name not in VIEWS:
             passes += sum(big) + (max(big) if _writes(e.name) else 0)
     self_time: Counter[str] = Counter()
     for e in events:

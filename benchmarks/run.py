@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m benchmarks.run [--quick] [--device cuda] [--out PATH]``.
 
+``--manifolds``/``--optimizers`` restrict the geodyn cases (MLP only), e.g.
+``--manifolds "Oblique rows" NormBall --optimizers RSGD``.
+
 Every case trains the same workload (full step = forward + backward + optimizer
 step) and all cases of a workload, with the reference costs, are timed in
 interleaved rounds in one process, so slow drifts of the machine hit all alike.
@@ -383,17 +386,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="the JSON file; the table goes beside it as .txt")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--manifolds", nargs="+", choices=MANIFOLDS, default=None,
+                        help="only these geodyn manifold cases (every baseline still runs)")
+    parser.add_argument("--optimizers", nargs="+", choices=GEODYN_OPTIMIZERS, default=None,
+                        help="only these geodyn optimizers")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timed rounds")
     args = parser.parse_args(argv)
     try:
         _device(args.device)
     except RuntimeError as err:
         parser.error(str(err))
     torch.set_num_threads(args.threads)
+    kw: dict = {"device": args.device}
     if args.quick:
-        result = benchmark(cnn_channels=None, manifolds=QUICK_MANIFOLDS, skip_baselines=QUICK_SKIP,
-                           warmup=2, rounds=4, steps=5, device=args.device)
-    else:
-        result = benchmark(device=args.device)
+        kw.update(cnn_channels=None, manifolds=QUICK_MANIFOLDS, skip_baselines=QUICK_SKIP,
+                  warmup=2, rounds=4, steps=5)
+    if args.manifolds is not None:
+        kw.update(cnn_channels=None, manifolds=tuple(args.manifolds))
+    if args.optimizers is not None:
+        kw["optimizers"] = tuple(args.optimizers)
+    if args.rounds is not None:
+        kw["rounds"] = args.rounds
+    result = benchmark(**kw)
     result["meta"]["quick"] = args.quick
     table = format_table(result)
     args.out.write_text(json.dumps(result, indent=1))

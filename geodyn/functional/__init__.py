@@ -19,7 +19,7 @@ from .spectral import (
     spectral_momentum,
     stiefel_spectral_direction,
 )
-from .splitting import drift, kick, thermostat
+from .splitting import drift, kick, ou_coefficients, retract_drift, thermostat
 
 __all__ = [
     "accumulate",
@@ -32,8 +32,10 @@ __all__ = [
     "manifold_muon_step",
     "muon_step",
     "normal_attraction",
+    "ou_coefficients",
     "overdamped_step",
     "point_residuals",
+    "retract_drift",
     "rsgd_step",
     "spectral_momentum",
     "stiefel_spectral_direction",

@@ -10,6 +10,7 @@ $x$, the point it was used at, not at $x'$.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
@@ -19,7 +20,7 @@ __all__ = ["accumulate", "rsgd_step"]
 
 def accumulate(old: Tensor | None, v: Tensor, momentum: float, dampening: float) -> Tensor:
     """The momentum buffer mu b_old + (1 - delta) v, or v on the first step (no b_old)."""
-    return v if old is None else (old * momentum).add_(v, alpha=1 - dampening)
+    return v if old is None else torch.mul(old, momentum).add_(v, alpha=1 - dampening)
 
 
 def rsgd_step(
@@ -39,13 +40,13 @@ def rsgd_step(
     ``momentum_buffer`` is ``None`` on the first step; the returned buffer is ``None``
     without momentum. Pure: no input is modified.
     """
-    g = grad + weight_decay * x if weight_decay else grad
+    g = torch.add(grad, x, alpha=weight_decay) if weight_decay else grad
     if momentum and not nesterov and manifold.linear_transport:
         buf = manifold.proj_tangent(x, accumulate(momentum_buffer, g, momentum, dampening))
-        return manifold.retract(x, buf * -lr), buf
+        return manifold.retract(x, torch.mul(buf, -lr)), buf
     d = manifold.proj_tangent(x, g)
     if not momentum:
-        return manifold.retract(x, d * -lr), None
+        return manifold.retract(x, torch.mul(d, -lr)), None
     buf = accumulate(momentum_buffer, d, momentum, dampening)
-    u = d + momentum * buf if nesterov else buf
-    return manifold.retr_transp(x, u * -lr, buf)
+    u = torch.add(d, buf, alpha=momentum) if nesterov else buf
+    return manifold.retr_transp(x, torch.mul(u, -lr), buf)

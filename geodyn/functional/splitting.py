@@ -1,46 +1,61 @@
 r"""The sub-steps of the splitting family as pure functions (see ``geodyn.integrators.Splitting``).
 
 * B (kick): $p' = \mathrm{rattle}_x(p - h g)$
-* A (drift): $(x', p') = $ ``manifold.drift(x, p, h)``: SHAKE + RATTLE,
-  $x' = \mathrm{shake}(x, x + h p)$, $p' = \mathrm{rattle}_{x'}((x' - x)/h)$
-* O (thermostat): $p' = P_x(c p + \sigma \xi)$, $c = e^{-\gamma h}$,
+* A (drift): $(x', p') = $ ``manifold.drift(x, p, h)``: by default SHAKE + RATTLE,
+  $x' = \mathrm{shake}(x, x + h p)$, $p' = \mathrm{rattle}_{x'}((x' - x)/h)$; a manifold
+  with an exact flow (the circle lift's rotation) overrides it. :func:`retract_drift`
+  is the A step by a retraction instead.
+* O (thermostat): $p' = c p + \sigma P_x \xi$, $c = e^{-\gamma h}$,
   $\sigma = \sqrt{(1 - c^2)\tau}$, with the noise $\xi \sim N(0, I)$ passed in
-  (so the function is pure); $c p + \sigma P_x \xi$ where the projection is not linear.
+  (so the function is pure); $P_x(c p + \sigma \xi)$ when ``project`` (linear transport:
+  it also applies the RATTLE an A step left).
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
 
-__all__ = ["drift", "kick", "thermostat"]
+__all__ = ["drift", "kick", "ou_coefficients", "retract_drift", "thermostat"]
 
 
 def kick(manifold: Manifold, x: Tensor, p: Tensor, grad: Tensor, h: float) -> Tensor:
     """B: p' = rattle_x(p - h grad) (``grad`` already holds any weight decay)."""
-    return manifold.rattle(x, p - h * grad)
+    return manifold.rattle(x, torch.add(p, grad, alpha=-h))
 
 
 def drift(
     manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """A: move x for time h along p on M; returns (x', p').
+    """A: move x for time h along p on M (the manifold's own A step); returns (x', p').
 
-    ``rattle=False`` leaves p' = (x' - x)/h unprojected, for a caller whose next op
-    projects at x' (valid with ``manifold.linear_transport``).
+    ``rattle=False`` leaves p' unprojected, for a caller whose next op projects at x'
+    (valid with ``manifold.linear_transport``).
     """
-    return _shake_rattle(manifold, x, p, h, rattle=rattle)
+    return manifold.drift(x, p, h, rattle=rattle)
 
 
-def _shake_rattle(
-    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool
+def retract_drift(
+    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
 ) -> tuple[Tensor, Tensor]:
-    x_new = manifold.shake(x, x + h * p)
-    p_new = (x_new - x) / h
-    return x_new, manifold.rattle(x_new, p_new) if rattle else p_new
+    r"""A by a retraction: $(x', p') = \mathrm{retr\_transp}(x, h p, p)$.
+
+    With ``rattle=False`` (linear transport, the next op projects) p' = p is left for
+    that projection to move: $x' = R_x(h p)$.
+    """
+    if rattle:
+        return manifold.retr_transp(x, torch.mul(p, h), p)
+    return manifold.retract(x, torch.mul(p, h)), p
+
+
+def ou_coefficients(h: float, gamma: float, tau: float) -> tuple[float, float]:
+    """(c, sigma) of the Ornstein-Uhlenbeck step: c = exp(-gamma h), sigma = sqrt((1 - c^2) tau)."""
+    c = math.exp(-gamma * h)
+    return c, math.sqrt((1 - c * c) * tau)
 
 
 def thermostat(
@@ -52,17 +67,22 @@ def thermostat(
     h: float,
     gamma: float,
     tau: float,
+    project: bool | None = None,
 ) -> Tensor:
     """O: the exact Ornstein-Uhlenbeck step of the momentum on T_x M for time h.
 
     ``noise`` is a standard normal tensor shaped like x (``None`` when tau = 0).
+    ``project`` (default: ``manifold.linear_transport``) projects the whole result,
+    rattle_x(c p + sigma xi) = c P_x p + sigma P_x xi, for a p that carries the RATTLE
+    an A step left; otherwise p is tangent and only the noise is projected.
     """
-    c = math.exp(-gamma * h)
-    sigma = math.sqrt((1 - c * c) * tau)
-    if sigma == 0:
-        return manifold.rattle(x, c * p) if manifold.linear_transport else c * p
-    if noise is None:
+    c, sigma = ou_coefficients(h, gamma, tau)
+    if sigma > 0 and noise is None:
         raise ValueError("thermostat with tau > 0 needs noise: a standard normal tensor like x")
-    if manifold.linear_transport:  # P(c p + sigma xi), also the RATTLE an A step left
-        return manifold.rattle(x, c * p + sigma * noise)
-    return c * p + sigma * manifold.proj_tangent(x, noise)
+    if project is None:
+        project = manifold.linear_transport
+    if noise is None or sigma == 0:
+        return manifold.rattle(x, torch.mul(p, c)) if project else torch.mul(p, c)
+    if project:
+        return manifold.rattle(x, torch.add(torch.mul(noise, sigma), p, alpha=c))
+    return manifold.proj_tangent(x, noise).mul_(sigma).add_(p, alpha=c)

@@ -41,12 +41,18 @@ class NonFiniteError(ValueError):
 
 @dataclass
 class Proposal:
-    """New values for one stack: positions, stacked state tensors, and plain state entries."""
+    """New values for one stack: positions, stacked state tensors, and plain state entries.
+
+    A proposal with ``write`` carries no tensors: its values are already known to be
+    finite, and ``write()`` computes them straight into the parameters and their state
+    at the commit, after every check of the step passed (no copy).
+    """
 
     stack: Stack
-    x: Tensor
+    x: Tensor | None
     state: dict[str, Tensor] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
+    write: Callable[[], None] | None = None
 
 
 def skippable(err: Exception) -> bool:
@@ -238,10 +244,11 @@ class GeometricOptimizer(Optimizer, abc.ABC):
 
         def attempt() -> list[Proposal]:
             proposals = propose()
-            outputs = [t for pr in proposals for t in (pr.x, *pr.state.values())]
+            copied = [(pr, pr.x) for pr in proposals if pr.x is not None]
+            outputs = [t for pr, x in copied for t in (x, *pr.state.values())]
             if not all_finite(*outputs):
-                for pr in proposals:
-                    check_finite(pr.stack, pr.x, "the new value")
+                for pr, x in copied:
+                    check_finite(pr.stack, x, "the new value")
                     for key, t in pr.state.items():
                         check_finite(pr.stack, t, f"the new state {key!r}")
             return proposals
@@ -264,6 +271,12 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         dst: list[Tensor] = []
         src: list[Tensor] = []
         for pr in proposals:
+            for p in pr.stack.params:
+                self.state[p].update(pr.flags)
+            if pr.write is not None:
+                pr.write()
+                continue
+            assert pr.x is not None
             for p, value in zip(pr.stack.params, pr.stack.scatter(pr.x), strict=True):
                 dst.append(local(p.data))
                 src.append(value)
@@ -274,8 +287,6 @@ class GeometricOptimizer(Optimizer, abc.ABC):
                         state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     dst.append(local(state[key]))
                     src.append(value)
-            for p in pr.stack.params:
-                self.state[p].update(pr.flags)
         if dst:
             torch._foreach_copy_(dst, src)
 

@@ -76,6 +76,15 @@ class Stack:
         dtype = self.params[0].dtype
         return torch.float32 if dtype in _HALF else dtype
 
+    @property
+    def in_place(self) -> bool:
+        """Whether :meth:`gather` of the parameters is a view of them (one contiguous
+        parameter in its compute dtype), so that a step can write its result in place."""
+        if len(self.params) != 1:
+            return False
+        p = local(self.params[0])
+        return p.dtype == self.compute_dtype and p.is_contiguous()
+
     def gather(self, tensors: Sequence[Tensor]) -> Tensor:
         dtype = self.compute_dtype
         flat = [local(t).detach().reshape(-1, *self.point_shape) for t in tensors]

@@ -10,13 +10,13 @@ multiplier. With tau = 0 this is projected gradient descent.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..functional.overdamped import overdamped_step
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._stacks import manifold_of, stacks
 
@@ -72,9 +72,7 @@ class Overdamped(GeometricOptimizer):
             x = stack.gather(stack.params)
             g = stack.gather([p.grad for p in stack.params])  # type: ignore[misc]
             check_finite(stack, g, "the gradient")
-            v = -h * (g + wd * x) if wd else -h * g
-            if tau > 0:
-                v = v + math.sqrt(2 * h * tau) * self.normal_like(x)
-            x_new = manifold.shake(x, x + manifold.proj_tangent(x, v))
+            xi = self.normal_like(x) if tau > 0 else None
+            x_new = overdamped_step(manifold, x, g, xi, h=h, tau=tau, weight_decay=wd)
             proposals.append(Proposal(stack, x_new))
         return proposals

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds import Manifold
+from ..functional.rsgd import rsgd_step
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
-from ._stacks import manifold_of, stacks
+from ._sharding import local
+from ._stacks import Stack, manifold_of, stacks
 
 __all__ = ["RiemannianSGD"]
 
@@ -50,11 +51,11 @@ class RiemannianSGD(GeometricOptimizer):
         weight_decay: w, adds w x to the gradient before projection.
         manifold: the manifold of groups that name none (by default each parameter's,
             :func:`~geodyn.integrators.manifold_of`).
-        compiled: run the momentum step of manifolds with linear transport (no
-            Nesterov) as one ``torch.compile``-d function per stack: its row reductions
-            and elementwise updates fuse into a few kernels. The finiteness check and the
-            commit stay eager, so a step is still all or nothing. The first steps
-            compile (seconds); worth it for long runs on large weights.
+        compiled: run the step (:func:`geodyn.functional.rsgd_step`) as one
+            ``torch.compile``-d function per stack instead of eagerly. The finiteness
+            check and the commit stay eager, so a step is still all or nothing. The
+            first steps compile (seconds). Eager steps take the manifold's fast path
+            where it declares one (``fused_momentum_step``: the unit-row spheres).
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class RiemannianSGD(GeometricOptimizer):
         )
         super().__init__(params, defaults, nonfinite=nonfinite, seed=seed, generator=generator)
         self.compiled = bool(compiled)
-        self._momentum_step = torch.compile(momentum_step) if compiled else momentum_step
+        self._step = torch.compile(rsgd_step) if compiled else rsgd_step
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -100,53 +101,65 @@ class RiemannianSGD(GeometricOptimizer):
         proposals = []
         for stack in stacks(self.param_groups, select, key=has_buffer):
             group, manifold = stack.group, stack.manifold
-            mu, wd = group["momentum"], group["weight_decay"]
+            mu = group["momentum"]
             x = stack.gather(stack.params)
             g = stack.gather([p.grad for p in stack.params])  # type: ignore[misc]
-            check_finite(stack, g, "the gradient")
-            if wd:
-                g = torch.add(g, x, alpha=wd)
             old = None
             if mu and has_buffer(stack.params[0]):
                 old = stack.gather([self.state[p]["momentum_buffer"] for p in stack.params])
-            if mu and not group["nesterov"] and manifold.linear_transport:
-                x_new, buf = self._momentum_step(
-                    manifold, x, g, old, mu, group["dampening"], group["lr"]
-                )
-                proposals.append(Proposal(stack, x_new, {"momentum_buffer": buf}))
+            fused = self._fused(stack, x, g, old)
+            if fused is not None:
+                proposals.append(fused)
                 continue
-            d = manifold.proj_tangent(x, g)
-            if mu == 0:
-                proposals.append(Proposal(stack, manifold.retract(x, torch.mul(d, -group["lr"]))))
-                continue
-            buf = accumulate(old, d, mu, group["dampening"])
-            u = torch.add(d, buf, alpha=mu) if group["nesterov"] else buf
-            x_new, buf_new = manifold.retr_transp(x, torch.mul(u, -group["lr"]), buf)
-            proposals.append(Proposal(stack, x_new, {"momentum_buffer": buf_new}))
+            check_finite(stack, g, "the gradient")
+            x_new, buf = self._step(
+                manifold,
+                x,
+                g,
+                old,
+                lr=group["lr"],
+                momentum=mu,
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                weight_decay=group["weight_decay"],
+            )
+            proposals.append(
+                Proposal(stack, x_new, {} if buf is None else {"momentum_buffer": buf})
+            )
         return proposals
 
+    def _fused(self, stack: Stack, x: Tensor, g: Tensor, old: Tensor | None) -> Proposal | None:
+        """The manifold's fast path (:meth:`~geodyn.manifolds.Manifold.fused_momentum_step`)
+        where it applies: a folded step (linear transport, no Nesterov momentum, no weight
+        decay) of one parameter the stack views in place, not compiled. Its finiteness
+        check is that of the few row sums the step computes anyway (a NaN or Inf entry of
+        x, the gradient or the buffer reaches them); where one is not finite the generic
+        path runs, with its entrywise checks. Nothing is written until the commit.
+        """
+        group, manifold = stack.group, stack.manifold
+        if (
+            self.compiled
+            or group["nesterov"]
+            or group["weight_decay"]
+            or not manifold.linear_transport
+            or not stack.in_place
+        ):
+            return None
+        mu = group["momentum"]
+        fused = manifold.fused_momentum_step(
+            x, g, old, lr=group["lr"], momentum=mu, dampening=group["dampening"]
+        )
+        if fused is None or not bool(torch.isfinite(fused.checks).all()):
+            return None
+        (param,) = stack.params
 
-def accumulate(old: Tensor | None, v: Tensor, momentum: float, dampening: float) -> Tensor:
-    """The momentum buffer mu b_old + (1 - delta) v, or v on the first step (no b_old)."""
-    return v if old is None else torch.mul(old, momentum).add_(v, alpha=1 - dampening)
+        def write() -> None:
+            if not mu:
+                fused.write(x, None)
+                return
+            state = self.state[param]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.empty_like(param)
+            fused.write(x, local(state["momentum_buffer"]).view(x.shape))
 
-
-def momentum_step(
-    manifold: Manifold,
-    x: Tensor,
-    g: Tensor,
-    old: Tensor | None,
-    momentum: float,
-    dampening: float,
-    lr: float,
-) -> tuple[Tensor, Tensor]:
-    """b = P_x(mu b_old + (1 - delta) g) (b = P_x g without b_old), x' = R_x(-lr b).
-
-    The momentum step of a manifold with linear transport by projection: the buffer's
-    move to T_x M is folded into the projection of the new gradient,
-    mu P_x b_old + (1 - delta) P_x g = P_x(mu b_old + (1 - delta) g), so a step projects
-    once; the stored b is tangent at x, the point it was used at. A pure function of
-    tensors (no state, no mutation of its inputs), so that ``torch.compile`` can fuse it.
-    """
-    buf = manifold.proj_tangent(x, accumulate(old, g, momentum, dampening))
-    return manifold.retract(x, torch.mul(buf, -lr)), buf
+        return Proposal(stack, None, write=write)

@@ -14,14 +14,13 @@ the word, every letter is a geometric sub-step on the manifold M:
 
 "BAOAB" is the constrained underdamped Langevin scheme g-BAOAB (SHAKE/RATTLE);
 with tau = 0 it is heavy-ball momentum on M. Each letter is a pure function of tensors
-(:func:`kick`, ``manifold.drift`` / :func:`retract_drift`, :func:`thermostat`); which
+(``geodyn.functional``'s ``kick``, ``drift`` / ``retract_drift``, ``thermostat``); which
 RATTLEs a step may skip is decided when the word is compiled
 (:func:`~geodyn.integrators.schemes.lower`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..manifolds import Manifold
+from ..functional.splitting import drift, kick, ou_coefficients, retract_drift, thermostat
 from ..manifolds.base import shake_drift
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._sharding import local
@@ -235,66 +234,19 @@ class Splitting(GeometricOptimizer):
             assert phase.g is not None  # set by _refresh_gradient when the phase is made
             phase.p = kick(manifold, phase.x, phase.p, phase.g, h)
         elif op.letter == "A":
-            drift = _DRIFT[group["drift"]]
-            phase.x, phase.p = drift(manifold, phase.x, phase.p, h, rattle=op.rattle)
+            move = _DRIFT[group["drift"]]
+            phase.x, phase.p = move(manifold, phase.x, phase.p, h, rattle=op.rattle)
         else:
-            c = math.exp(-group["gamma"] * h)
-            sigma = math.sqrt((1 - c * c) * group["tau"])
+            gamma, tau = group["gamma"], group["tau"]
+            _, sigma = ou_coefficients(h, gamma, tau)
             xi = self.normal_like(phase.x) if sigma > 0 else None
-            phase.p = thermostat(manifold, phase.x, phase.p, c, sigma, xi, project=op.project)
-
-
-def kick(manifold: Manifold, x: Tensor, p: Tensor, g: Tensor, h: float) -> Tensor:
-    r"""B: $p' = \mathrm{rattle}_x(p - h\,g)$."""
-    return manifold.rattle(x, torch.add(p, g, alpha=-h))
-
-
-def retract_drift(
-    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
-) -> tuple[Tensor, Tensor]:
-    r"""A by a retraction: $(x', p') = \mathrm{retr\_transp}(x, h p, p)$.
-
-    With ``rattle=False`` (linear transport, the next op projects) p' = p is left for
-    that projection to move: $x' = R_x(h p)$.
-    """
-    if rattle:
-        return manifold.retr_transp(x, torch.mul(p, h), p)
-    return manifold.retract(x, torch.mul(p, h)), p
-
-
-def thermostat(
-    manifold: Manifold,
-    x: Tensor,
-    p: Tensor,
-    c: float,
-    sigma: float,
-    xi: Tensor | None,
-    *,
-    project: bool = False,
-) -> Tensor:
-    r"""O: $p' = c\,p + \sigma P_x \xi$ ($\xi$ = ``None``: no noise, sigma = 0).
-
-    With ``project`` (p carries the RATTLE an A left, linear transport) the whole result
-    is projected, $p' = \mathrm{rattle}_x(c\,p + \sigma \xi)$, which equals
-    $c\,P_x p + \sigma P_x \xi$.
-    """
-    if project:
-        new = torch.mul(p, c) if xi is None else torch.add(xi.mul(sigma), p, alpha=c)
-        return manifold.rattle(x, new)
-    if xi is None:
-        return torch.mul(p, c)
-    return manifold.proj_tangent(x, xi).mul_(sigma).add_(p, alpha=c)
-
-
-def own_drift(
-    manifold: Manifold, x: Tensor, p: Tensor, h: float, *, rattle: bool = True
-) -> tuple[Tensor, Tensor]:
-    """A by the manifold's own drift, ``manifold.drift`` (``drift="auto"``)."""
-    return manifold.drift(x, p, h, rattle=rattle)
+            phase.p = thermostat(
+                manifold, phase.x, phase.p, xi, h=h, gamma=gamma, tau=tau, project=op.project
+            )
 
 
 _DRIFT: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
-    "auto": own_drift,
+    "auto": drift,
     "shake": shake_drift,
     "retract": retract_drift,
 }

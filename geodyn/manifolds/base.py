@@ -16,13 +16,22 @@ optimizers unchanged.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import geoopt
 import torch
 from torch import Tensor
 
-__all__ = ["ConvergenceError", "Manifold", "all_finite", "default_atol", "shake_drift"]
+__all__ = [
+    "ConvergenceError",
+    "FusedStep",
+    "Manifold",
+    "all_finite",
+    "default_atol",
+    "shake_drift",
+]
 
 _ATOL = {
     torch.float64: 1e-10,
@@ -51,6 +60,21 @@ def all_finite(*tensors: Tensor) -> bool:
     if not sums or bool(torch.isfinite(torch.stack(sums)).all()):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+@dataclass(frozen=True)
+class FusedStep:
+    """A step as reductions and one write (:meth:`Manifold.fused_momentum_step`).
+
+    ``checks``: a small tensor (a few numbers per point) whose entries are all finite
+    only if the write's outputs are finite and the fast path's accuracy holds; when one
+    is not, the caller takes the generic path instead. ``write(x_out, buf_out)`` returns
+    (x', b), written into ``x_out`` / ``buf_out`` when given (they may be the tensors the
+    step read: the write reads them before it overwrites them), else into new tensors.
+    """
+
+    checks: Tensor
+    write: Callable[[Tensor | None, Tensor | None], tuple[Tensor, Tensor]]
 
 
 class ConvergenceError(RuntimeError):
@@ -139,6 +163,20 @@ class Manifold(geoopt.Manifold):
         circle lift's rotation, the ball's elastic wall) override it.
         """
         return shake_drift(self, x, p, h, rattle=rattle)
+
+    def fused_momentum_step(
+        self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
+        dampening: float,
+    ) -> FusedStep | None:
+        r"""Fast path of the folded momentum step, or ``None`` (the default: none declared).
+
+        The step of a manifold with :attr:`linear_transport`,
+        $b = P_x(\mu b_{old} + (1 - \delta) g)$ ($b = P_x g$ without ``old``),
+        $x' = R_x(-\eta b)$, split into its reductions (computed now, nothing written) and
+        one elementwise write, so that a caller can check the reductions first and then
+        write $x'$ and $b$ straight into the parameter and its buffer.
+        """
+        return None
 
     @property
     def coupled_dims(self) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ._trace import traced
-from .base import ConvergenceError, Manifold
+from .base import ConvergenceError, FusedStep, Manifold
 
 __all__ = ["NeuronSpheres", "Oblique", "Sphere"]
 
@@ -46,6 +46,14 @@ def _norm(x: Tensor, dim: int, p: float) -> Tensor:
     if p == 2:
         return torch.linalg.vector_norm(x, dim=dim, keepdim=True)
     return x.abs().pow(p).sum(dim=dim, keepdim=True).pow(1 / p)
+
+
+def _sqnorm_rows(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
+
+
+def _out(t: Tensor | None) -> dict[str, Tensor]:
+    return {} if t is None else {"out": t}
 
 
 def _check_radius(radius: float) -> float:
@@ -112,6 +120,42 @@ class Oblique(Manifold):
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
         return y * (self.radius / safe_norm(y, self.dim))
+
+    def fused_momentum_step(
+        self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
+        dampening: float,
+    ) -> FusedStep | None:
+        r"""Rows: one pass for $b' = \mu b_{old} + (1 - \delta) g$, one for the row sums
+        $\langle x,x\rangle, \langle x,b'\rangle, \langle b',b'\rangle$, one write of
+        $b = b' - c\,x$ ($c = \langle x,b'\rangle / \langle x,x\rangle$) and of
+        $x' = r (x - \eta b)/|y|$ with the exact identity
+        $|y|^2 = \langle x,x\rangle + \eta^2 (\langle b',b'\rangle - c \langle x,b'\rangle)$
+        (as $\langle x, b\rangle = 0$). The identity is used only where
+        $\eta^2 \langle b',b'\rangle \le \langle x,x\rangle$, where its rounding stays at
+        the order of a plain norm's; columns (``dim=-2``) have no fast path.
+        """
+        if self.dim != -1:
+            return None
+        if old is None:
+            b = g
+        elif dampening:
+            b = torch.mul(old, momentum).add_(g, alpha=1 - dampening)
+        else:
+            b = torch.add(g, old, alpha=momentum)
+        sxx = _sqnorm_rows(x)
+        sxb = torch.matmul(x.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)  # no x*b temporary
+        sbb = _sqnorm_rows(b)
+        c = sxb / sxx
+        scale = (sbb - sxb * c).clamp_(min=0).mul_(lr * lr).add_(sxx).rsqrt_().mul_(self.radius)
+        accurate = sbb.mul(lr * lr) <= sxx
+        checks = torch.cat((sxx, c, scale.masked_fill(~accurate, float("nan"))), dim=-1)
+
+        def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
+            buf = torch.addcmul(b, x, c, value=-1, **_out(buf_out))  # reads x before x_out
+            x_new = torch.add(x, buf, alpha=-lr, **_out(x_out)).mul_(scale)
+            return x_new, buf
+
+        return FusedStep(checks, write)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """Exact geodesic: cos(|u|/r) x + r sin(|u|/r) u/|u| (x on M, u tangent)."""

@@ -1,0 +1,96 @@
+"""The rows' fast path of Riemannian SGD (Oblique.fused_momentum_step): the same iterates
+as the generic step, all or nothing on a fault, the generic path where its identity would
+lose accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import geodyn.functional as F
+from geodyn.integrators import NonFiniteError, RiemannianSGD
+from geodyn.manifolds import NeuronSpheres, Oblique
+
+DT = torch.float64
+
+
+class Counting(Oblique):
+    """Oblique rows that count the fast-path writes."""
+
+    def __init__(self) -> None:
+        super().__init__(radius=1.5)
+        self.writes = 0
+
+    def fused_momentum_step(self, *args, **kw):  # noqa: ANN002, ANN003, ANN201
+        fused = super().fused_momentum_step(*args, **kw)
+
+        def write(x_out, buf_out):  # noqa: ANN001, ANN202
+            self.writes += 1
+            return fused.write(x_out, buf_out)
+
+        return type(fused)(fused.checks, write)
+
+
+def _grad(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return (x - t) + 0.4 * x**3
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
+@pytest.mark.parametrize("radii", [False, True])
+def test_fast_path_equals_the_generic_step(kw, radii):
+    gen = torch.Generator().manual_seed(0)
+    manifold = NeuronSpheres(torch.rand(6, dtype=DT, generator=gen) + 0.5) if radii else Counting()
+    x0 = manifold.random_point(6, 9, dtype=DT, generator=gen)
+    t = torch.randn(x0.shape, dtype=DT, generator=gen)
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.05, manifold=manifold, **kw)
+    x, buf = x0, None
+    for _ in range(8):
+        param.grad = _grad(param.detach(), t)
+        opt.step()
+        x, buf = F.rsgd_step(manifold, x, _grad(x, t), buf, lr=0.05, **kw)
+        torch.testing.assert_close(param.detach(), x, rtol=1e-13, atol=1e-13)
+        if buf is not None:
+            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf)
+    torch.testing.assert_close(manifold.constraint(param.detach()), torch.zeros(6, dtype=DT),
+                               rtol=0, atol=1e-15)
+    if not radii:
+        assert manifold.writes == 8  # every step took the fast path
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["grad", "buffer", "param"])
+def test_nonfinite_values_are_never_committed(bad, where):
+    manifold = Counting()
+    gen = torch.Generator().manual_seed(1)
+    param = torch.nn.Parameter(manifold.random_point(5, 4, dtype=DT, generator=gen))
+    opt = RiemannianSGD([param], lr=0.1, momentum=0.9, manifold=manifold, nonfinite="skip")
+    param.grad = torch.randn(param.shape, dtype=DT, generator=gen)
+    opt.step()
+    param.grad = torch.randn(param.shape, dtype=DT, generator=gen)
+    target = {"grad": param.grad, "buffer": opt.state[param]["momentum_buffer"],
+              "param": param.data}[where]
+    target[2, 1] = bad
+    before = param.detach().clone(), opt.state[param]["momentum_buffer"].clone()
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step()
+    torch.testing.assert_close(param.detach(), before[0], equal_nan=True)
+    torch.testing.assert_close(opt.state[param]["momentum_buffer"], before[1], equal_nan=True)
+    assert manifold.writes == 1
+    opt.nonfinite = "raise"
+    with pytest.raises(NonFiniteError):
+        opt.step()
+
+
+def test_a_step_too_long_for_the_identity_takes_the_generic_path():
+    manifold = Counting()
+    gen = torch.Generator().manual_seed(2)
+    x0 = manifold.random_point(5, 4, dtype=DT, generator=gen)
+    g = 1e3 * x0 + torch.randn(x0.shape, dtype=DT, generator=gen)  # lr |g| >> |x|
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.1, manifold=manifold)
+    param.grad = g
+    opt.step()
+    assert manifold.writes == 0
+    expected, _ = F.rsgd_step(manifold, x0, g, lr=0.1)
+    torch.testing.assert_close(param.detach(), expected, rtol=0, atol=0)
