@@ -1,11 +1,13 @@
 r"""Overdamped constrained Langevin dynamics (SHAKE-projected SGLD).
 
-$$x_{n+1} = \mathrm{shake}\big(x_n,\; x_n + P_{x_n}\big(-h\,(\nabla U(x_n) + w x_n)
-+ \sqrt{2 h \tau}\,\xi_n\big)\big), \qquad \xi_n \sim N(0, I).$$
+$$v_n = P_{x_n}\big(-h\,(\nabla U(x_n) + w x_n) + \sqrt{2 h \tau}\,\xi_n\big), \qquad
+x_{n+1} = \mathrm{drift}_M(x_n, v_n, 1), \qquad \xi_n \sim N(0, I),$$
 
-The increment is projected onto $T_{x_n}M$ before SHAKE. SHAKE moves along the
-normal space at $x_n$, so an untouched normal component would only shift its
-multiplier. With tau = 0 this is projected gradient descent.
+that is $x_{n+1} = \mathrm{shake}(x_n, x_n + v_n)$ on an equality set (the manifold's
+default drift), the reflected Euler step on the norm ball (elastic wall) and the geodesic
+on the circle lift (:func:`geodyn.functional.overdamped_step`). The increment is projected
+onto $T_{x_n}M$ first: SHAKE moves along the normal space at $x_n$, so an untouched normal
+component would only shift its multiplier. With tau = 0 this is projected gradient descent.
 """
 
 from __future__ import annotations
