@@ -20,10 +20,6 @@ from .sphere import _check_radius, safe_norm
 
 __all__ = ["NormBall"]
 
-MAX_REFLECTIONS = 64
-"""Wall hits one :meth:`NormBall.drift` follows before it raises (a chord per hit)."""
-
-
 def _sqnorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
 
@@ -122,50 +118,64 @@ class NormBall(Manifold):
     ) -> tuple[Tensor, Tensor]:
         r"""Move for time h along p inside the ball, reflecting elastically at |x| = r.
 
-        Each chord ends at the exit time t of |x + t p| = r, the positive root of
-        a t^2 + 2 b t + c = 0 (a = |p|^2, b = <x, p>, c = |x|^2 - r^2), taken
-        without cancellation; there p <- p - 2 <p, n> n with n = x / r, and the
-        flight continues for the time left. This is the exact billiard flow:
-        volume preserving and reversible (drift(x', -p', h) = (x, -p)) with |p|
-        conserved, so it keeps the uniform law of x in the ball times any
-        isotropic law of p, the invariant measure of constrained Langevin
-        dynamics with U = 0 (reflective HMC, Afshar and Domke 2015). The result
-        is always admissible, so ``rattle`` is not needed and is ignored.
-        Rows are independent; the loop runs over wall hits, batched.
+        The first chord ends at the exit time t of |x + t p| = r, the positive root of
+        a t^2 + 2 b t + c = 0 (a = |p|^2, b = <x, p>, c = |x|^2 - r^2), taken without
+        cancellation; there p <- p - 2 <p, n> n with n = x / r. From then on the path is
+        a billiard in a sphere: it stays in the plane of (n, p), every chord takes the
+        same time tau = -2 <x, p> / |p|^2 and turns the point and its momentum by the
+        same central angle theta = 2 asin(tau |p| / 2r). So k = ceil(left / tau) - 1 chords
+        are one rotation by k theta in that plane, followed by a free flight for the time
+        left over; a grazing path (tau -> 0) slides along the great circle, k theta ->
+        |p| left / r. No iteration, exact for any number of wall hits.
 
-        Raises:
-            ConvergenceError: a row needs more than ``MAX_REFLECTIONS`` wall hits
-                (a step far longer than the ball's diameter, or a grazing path).
+        This is the exact billiard flow: volume preserving and reversible
+        (drift(x', -p', h) = (x, -p)) with |p| conserved, so it keeps the uniform law of
+        x in the ball times any isotropic law of p, the invariant measure of constrained
+        Langevin dynamics with U = 0 (reflective HMC, Afshar and Domke 2015). The result
+        is always admissible, so ``rattle`` is not needed and is ignored. Rows are
+        independent.
         """
-        r2 = self.radius**2
-        left = torch.full_like(x[..., :1], float(h))
+        r, r2 = self.radius, self.radius**2
         a = (p * p).sum(-1, keepdim=True)
         a_or_1 = torch.where(a > 0, a, torch.ones_like(a))  # p = 0: t = 0, no hit
-        for reflection in range(MAX_REFLECTIONS + 1):
-            b = (x * p).sum(-1, keepdim=True)
-            c = (x * x).sum(-1, keepdim=True) - r2
-            root = (b * b - a * c).clamp(min=0).sqrt()
-            t = torch.where(b > 0, -c / (b + root), (root - b) / a_or_1).clamp(min=0)
-            # a hit: the wall comes first, and the path leaves through it (not tangent at it)
-            hit = (a > 0) & (t < left) & ((t > 0) | (b > 0))
-            if not bool(hit.any()):
-                break
-            if reflection == MAX_REFLECTIONS:
-                raise ConvergenceError(
-                    f"{self.name}.drift: a path hit the wall more than {MAX_REFLECTIONS} times "
-                    "in one step (the step is long against the ball's diameter); reduce the "
-                    "step size lr",
-                    residual=float(torch.where(hit, left, 0.0).max()),
-                    iterations=reflection,
-                )
-            wall = x + t * p
-            wall = wall * (self.radius / safe_norm(wall, -1))
-            normal_speed = (wall * p).sum(-1, keepdim=True) / r2
-            x = torch.where(hit, wall, x)
-            p = torch.where(hit, p - (2 * normal_speed) * wall, p)
-            left = torch.where(hit, left - t, left)
-        y = x + left * p
-        return y * (self.radius / safe_norm(y, -1)).clamp(max=1.0), p
+        b = (x * p).sum(-1, keepdim=True)
+        c = (x * x).sum(-1, keepdim=True) - r2
+        root = (b * b - a * c).clamp(min=0).sqrt()
+        t = torch.where(b > 0, -c / (b + root), (root - b) / a_or_1).clamp(min=0)
+        # a hit: the wall comes first (a path from the wall that is not inward hits it at t = 0)
+        hit = (a > 0) & (t < h) & ((t > 0) | (b > 0) | (c >= 0))
+        free = x + h * p
+        if not bool(hit.any()):
+            return free * (r / safe_norm(free, -1)).clamp(max=1.0), p
+        wall = x + t * p
+        wall = wall * (r / safe_norm(wall, -1))
+        q = p - (2 * (wall * p).sum(-1, keepdim=True) / r2) * wall  # reflected: inward
+        left = (h - t).clamp(min=0)
+        tau = (-2 * (wall * q).sum(-1, keepdim=True) / a_or_1).clamp(min=0)
+        speed = a.sqrt()
+        # whole chords (each ending in a reflection) before the last flight of (0, tau]
+        whole = torch.ceil(left / torch.where(tau > 0, tau, 1.0)) - 1
+        chords = torch.where(tau > 0, whole.clamp(min=0), 0.0)
+        theta = 2 * torch.asin((tau * speed / (2 * r)).clamp(max=1.0))
+        angle = torch.where(tau > 0, chords * theta, speed * left / r)
+        flight = torch.where(tau > 0, left - chords * tau, torch.zeros_like(left))
+        # the plane of the motion: e1 = n, e2 the unit tangential part of q (0 on a diameter)
+        e1 = wall / r
+        tangential = q - (q * e1).sum(-1, keepdim=True) * e1
+        norm_t = tangential.norm(dim=-1, keepdim=True)
+        e2 = tangential / torch.where(norm_t > 0, norm_t, torch.ones_like(norm_t))
+        cos, sin = torch.cos(angle), torch.sin(angle)
+
+        def rotate(v: Tensor) -> Tensor:
+            v1, v2 = (v * e1).sum(-1, keepdim=True), (v * e2).sum(-1, keepdim=True)
+            return v + (cos - 1) * (v1 * e1 + v2 * e2) + sin * (v1 * e2 - v2 * e1)
+
+        q_end = rotate(q)
+        y = rotate(wall) + flight * q_end
+        y = y * (r / safe_norm(y, -1)).clamp(max=1.0)
+        return torch.where(hit, y, free * (r / safe_norm(free, -1)).clamp(max=1.0)), torch.where(
+            hit, q_end, p
+        )
 
     def _sample_point(
         self,
