@@ -80,6 +80,18 @@ class _Spectral(GeometricOptimizer):
     ) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    def _msign_options(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The step size, momentum and msign keywords of a Muon-type step function."""
+        return dict(
+            lr=group["lr"],
+            momentum=group["momentum"],
+            nesterov=group["nesterov"],
+            coefficients=group["ns_coefficients"],
+            ns_steps=group["ns_steps"],
+            eps=group["eps"],
+            dtype=self.msign_dtype,  # type: ignore[attr-defined]
+        )
+
 
 class Muon(_Spectral):
     r"""Muon: momentum orthogonalised by Newton-Schulz (``msign``), on flat space or on M.
@@ -165,15 +177,9 @@ class Muon(_Spectral):
             x,
             g,
             buf,
-            lr=group["lr"],
-            momentum=group["momentum"],
-            nesterov=group["nesterov"],
             weight_decay=group["weight_decay"],
-            coefficients=group["ns_coefficients"],
-            ns_steps=group["ns_steps"],
-            eps=group["eps"],
             adjust_lr_fn=group["adjust_lr_fn"],
-            dtype=self.msign_dtype,
+            **self._msign_options(group),
         )
 
 
@@ -358,12 +364,6 @@ class MuonHyperball(_Spectral):
             x,
             g,
             buf,
-            lr=group["lr"],
             radius=radii.to(x.device),
-            momentum=group["momentum"],
-            nesterov=group["nesterov"],
-            coefficients=group["ns_coefficients"],
-            ns_steps=group["ns_steps"],
-            eps=group["eps"],
-            dtype=self.msign_dtype,
+            **self._msign_options(group),
         )
