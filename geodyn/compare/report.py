@@ -59,9 +59,14 @@ def format_table(rows: list[dict[str, str]], markdown: bool = False) -> str:
     """The rows as an aligned text table, or as a Markdown table."""
     header = [title for _, title in COLUMNS]
     body = [[row[key] for key, _ in COLUMNS] for row in rows]
+    return _table(header, body, markdown)
+
+
+def _table(header: list[str], body: list[list[str]], markdown: bool) -> str:
+    """An aligned text table, or a Markdown table (with ``|`` in cells escaped)."""
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(c) for c in col) for col in zip(header, *body, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -85,6 +90,13 @@ def write_json(path: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> 
     path.write_text(json.dumps(_clean({**meta, "runs": runs}), indent=1))
 
 
+def _figures_and_versions(meta: dict[str, Any], figures: tuple[tuple[str, str], ...]) -> list[str]:
+    """Markdown lines: each (caption, file) figure, then the versions the run used."""
+    lines = [line for caption, file in figures for line in (f"![{caption}]({file})", "")]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    return [*lines, f"Versions: {versions}.", ""]
+
+
 def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, str]]) -> None:
     settings = meta["settings"]
     lines = [
@@ -98,16 +110,10 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, str]])
         "",
         format_table(rows, markdown=True),
         "",
-        "![test accuracy](test_accuracy.png)",
-        "",
-        "![constraint residual](residual.png)",
-        "",
-        "![weight norm](weight_norm.png)",
-        "",
-        "![time per step](time_per_step.png)",
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
-        "",
+        *_figures_and_versions(meta, (
+            ("test accuracy", "test_accuracy.png"), ("constraint residual", "residual.png"),
+            ("weight norm", "weight_norm.png"), ("time per step", "time_per_step.png"),
+        )),
     ]
     path.write_text("\n".join(lines))
 
@@ -118,46 +124,25 @@ def write_plots(folder: Path, runs: list[dict[str, Any]]) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     methods = list(dict.fromkeys(r["method"] for r in runs))
     paths = []
-
-    curves = {m: [[e["test_acc"] for e in r["epochs"]] for r in runs if r["method"] == m]
-              for m in methods}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    draw_bands(ax, curves)
-    ax.set(xlabel="epoch", ylabel="test accuracy",
-           title="Test accuracy (mean and 95% t-band over seeds)")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, folder / "test_accuracy.png"))
-
-    norms = {m: [[e["weight_norm"] for e in r["epochs"]] for r in runs if r["method"] == m]
-             for m in methods}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    draw_bands(ax, norms)
-    ax.set(xlabel="epoch", ylabel="weight norm (Frobenius, all layers)",
-           title="Weight norm (mean and 95% t-band over seeds)")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, folder / "weight_norm.png"))
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
-    for i, (method, worst) in enumerate(residual_series(runs, "method").items()):
-        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=method, lw=1,
-                    **style(i))
-        drawn = True
-    ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
-           title="Constraint residual vs step")
-    if drawn:
+    for key, ylabel, title, name in (
+        ("test_acc", "test accuracy", "Test accuracy", "test_accuracy.png"),
+        ("weight_norm", "weight norm (Frobenius, all layers)", "Weight norm", "weight_norm.png"),
+    ):
+        curves = {m: [[e[key] for e in r["epochs"]] for r in runs if r["method"] == m]
+                  for m in methods}
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        draw_bands(ax, curves)
+        ax.set(xlabel="epoch", ylabel=ylabel,
+               title=f"{title} (mean and 95% t-band over seeds)")
         ax.legend(fontsize=8, ncol=2)
-    else:
-        ax.text(0.5, 0.5, "no constrained parameters", ha="center", va="center",
-                transform=ax.transAxes)
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, folder / "residual.png"))
+        ax.grid(alpha=0.3)
+        paths.append(_save(fig, folder / name))
+
+    paths.append(plot_residuals(folder / "residual.png", residual_series(runs, "method"),
+                                width=7, fontsize=8))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     times = [[r["summary"]["time_per_step"] * 1e3 for r in runs if r["method"] == m
@@ -185,6 +170,27 @@ def residual_series(runs: list[dict[str, Any]], by: str) -> dict[str, Any]:
             n = min(len(t) for t in traces)
             out[label] = np.nanmax(np.array([t[:n] for t in traces], dtype=float), axis=0)
     return out
+
+
+def plot_residuals(path: Path, series: dict[str, Any], width: float, fontsize: float) -> Path:
+    """The worst residual after every step, one log-scale curve per label of ``series``
+    (:func:`residual_series`), saved at ``path``."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(width, 4.5))
+    for i, (label, worst) in enumerate(series.items()):
+        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=label, lw=1,
+                    **style(i))
+    ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
+           title="Constraint residual vs step")
+    if series:
+        ax.legend(fontsize=fontsize, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no constrained parameters", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 LINESTYLES = ("-", "--", "-.", ":")
@@ -239,18 +245,6 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- geodyn reproduce
-
-
-def _table(header: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-        return "\n".join(lines)
-    widths = [max(len(c) for c in col) for col in zip(header, *body, strict=True)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*cells) for cells in body]
-    return "\n".join(lines)
 
 
 def format_baselines(rows: list[dict[str, Any]], markdown: bool = False) -> str:
@@ -333,14 +327,10 @@ def write_reproduce_markdown(path: Path, meta: dict[str, Any], analysis: dict[st
         "",
         format_arms(analysis["arms"], markdown=True),
         "",
-        "![learning curves](learning_curves.png)",
-        "",
-        "![constraint residual](residual.png)",
-        "",
-        "![weight norm](weight_norm.png)",
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
-        "",
+        *_figures_and_versions(meta, (
+            ("learning curves", "learning_curves.png"), ("constraint residual", "residual.png"),
+            ("weight norm", "weight_norm.png"),
+        )),
     ]
     path.write_text("\n".join(lines))
 
@@ -397,17 +387,7 @@ def write_reproduce_plots(folder: Path, analysis: dict[str, Any]) -> list[Path]:
         fig.suptitle(f"{ylabel}: mean and 95% t-band over seeds")
         paths.append(_save(fig, folder / name))
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     selected = [r for a in arms.values() for r in a["runs"]]
-    series = residual_series(selected, "arm")
-    for i, (key, worst) in enumerate(series.items()):
-        ax.semilogy(np.arange(len(worst)), np.maximum(worst, 1e-18), label=key, lw=1,
-                    **style(i))
-    drawn = len(series)
-    ax.set(xlabel="step", ylabel="max constraint residual (worst seed)",
-           title="Constraint residual vs step")
-    if drawn:
-        ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, folder / "residual.png"))
+    paths.append(plot_residuals(folder / "residual.png", residual_series(selected, "arm"),
+                                width=8, fontsize=7))
     return paths

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..manifolds import ConvergenceError, Manifold, default_atol
 from ..manifolds._roots import newton
+from ..manifolds.base import Draw
 from ._evaluations import EvaluationCache
 from ._normal import NormalSolver
 from ._sympy import SympyConstraint
@@ -372,29 +373,22 @@ class Implicit(Manifold):
         exactly the nearest point for spheres and Stiefel). Raises
         ``ConvergenceError`` when ``project_maxiter`` steps miss ``project_tol``.
         """
-        xb, _ = self._flatten(x, "x")
+        self._flatten(x, "x")  # checks the shape and finiteness
         tol = self._tol(self.project_tol, x.dtype)
-
-        def residual(z: Tensor) -> tuple[Tensor, Tensor]:
-            return self._values_and_jacobian(z.reshape(xb.shape))
 
         def step(z: Tensor, values: Tensor, jac: Tensor) -> Tensor:
             where = "a Gauss-Newton iterate of project(x)"
             return z - self._solver(jac, where).min_norm_step(values)
 
-        # the step is taken even on success: it squares the residual
-        z = newton(
-            residual,
+        return self._newton(
+            x,
             step,
-            xb.reshape(-1, self.numel),
-            tol=tol,
-            maxiter=self.project_maxiter,
-            polish=True,
-            failure=f"{self.name}.project: Gauss-Newton missed project_tol {tol:.1e}; x may be "
+            tol,
+            self.project_maxiter,
+            f"{self.name}.project: Gauss-Newton missed project_tol {tol:.1e}; x may be "
             "far from M or near where the constraints degenerate: start closer to M (after a "
             "step: reduce the step size lr), or raise project_maxiter",
         )
-        return z.reshape(x.shape)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         r"""x' = y + J(x)^T lambda on M, by Newton on the multipliers lambda.
@@ -413,28 +407,47 @@ class Implicit(Manifold):
         self._solver(jac0, "x")
         normals = jac0.mT
 
-        def residual(z: Tensor) -> tuple[Tensor, Tensor]:
-            return self._values_and_jacobian(z.reshape(xb.shape))
-
         def step(z: Tensor, values: Tensor, jac: Tensor) -> Tensor | None:
             multipliers = _solve(jac @ normals, values.unsqueeze(-1))
             if not bool(torch.isfinite(multipliers).all()):
                 return None
             return z - (normals @ multipliers).squeeze(-1)
 
-        # the last Newton step is taken even on success: it squares the residual
-        z = newton(
-            residual,
+        return self._newton(
+            y,
             step,
-            y.reshape(-1, self.numel),
-            tol=tol,
-            maxiter=self.shake_maxiter,
-            polish=True,
-            failure=f"{self.name}.shake: no multipliers along the normal space at x put y back "
+            tol,
+            self.shake_maxiter,
+            f"{self.name}.shake: no multipliers along the normal space at x put y back "
             f"on M within shake_tol {tol:.1e} (y is too far from x: reduce the step size lr, "
             "or raise shake_maxiter)",
         )
-        return z.reshape(y.shape)
+
+    def _newton(
+        self,
+        start: Tensor,
+        step: Callable[[Tensor, Tensor, Tensor], Tensor | None],
+        tol: float,
+        maxiter: int,
+        failure: str,
+    ) -> Tensor:
+        """Newton iterates z <- step(z, c(z), J(z)) from ``start`` until max |c(z)| <= tol.
+
+        The last step is taken even on success: it squares the residual.
+        """
+        def residual(z: Tensor) -> tuple[Tensor, Tensor]:
+            return self._values_and_jacobian(z.reshape(-1, *self.point_shape))
+
+        z = newton(
+            residual,
+            step,
+            start.reshape(-1, self.numel),
+            tol=tol,
+            maxiter=maxiter,
+            polish=True,
+            failure=failure,
+        )
+        return z.reshape(start.shape)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         r"""R_x(v) = project(x + v), a first-order retraction (project fixes the points of M).
@@ -448,15 +461,9 @@ class Implicit(Manifold):
             raise ValueError(f"v has shape {tuple(v.shape)} but x has {tuple(x.shape)}")
         return self.project(x + v)
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """A standard Gaussian sample projected onto M (not a uniform sample of M)."""
-        x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        x = draw.normal(shape)
         try:
             return self.project(x)
         except (ConvergenceError, ValueError) as err:

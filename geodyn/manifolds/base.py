@@ -26,6 +26,7 @@ from torch import Tensor
 
 __all__ = [
     "ConvergenceError",
+    "Draw",
     "FusedStep",
     "Manifold",
     "all_finite",
@@ -75,6 +76,28 @@ class FusedStep:
 
     checks: Tensor
     write: Callable[[Tensor | None, Tensor | None], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Where a random point is drawn: its dtype, device and random generator.
+
+    ``None`` fields take torch's defaults. :meth:`Manifold.random_point` hands one
+    to :meth:`Manifold._sample_point`, which draws its tensors by :meth:`normal` and
+    :meth:`uniform`.
+    """
+
+    dtype: torch.dtype | None = None
+    device: torch.device | str | None = None
+    generator: torch.Generator | None = None
+
+    def normal(self, shape: tuple[int, ...]) -> Tensor:
+        """Standard Gaussian entries N(0, 1) (complex dtype: N(0, 1/2) per part)."""
+        return torch.randn(shape, dtype=self.dtype, device=self.device, generator=self.generator)
+
+    def uniform(self, shape: tuple[int, ...]) -> Tensor:
+        """Entries uniform on [0, 1)."""
+        return torch.rand(shape, dtype=self.dtype, device=self.device, generator=self.generator)
 
 
 class ConvergenceError(RuntimeError):
@@ -226,17 +249,11 @@ class Manifold(geoopt.Manifold):
         """
         shape = tuple(shape)
         self.check_shape(shape, "shape")
-        return self._sample_point(shape, dtype, device, generator)
+        return self._sample_point(shape, Draw(dtype, device, generator))
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """The draw behind :meth:`random_point`, for a ``shape`` already checked."""
-        return self.project(torch.randn(shape, dtype=dtype, device=device, generator=generator))
+        return self.project(draw.normal(shape))
 
     @property
     def project_is_nearest(self) -> bool:

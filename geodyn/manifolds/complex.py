@@ -17,19 +17,19 @@ The complex sphere is the real sphere S^{2n-1}: P_x v = v - x Re(x^H v)/|x|^2.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from ._tol import check_solver_args, solver_tol
+from ._tol import solver_tol
 from ._trace import traced
-from .base import ConvergenceError, Manifold
+from .base import ConvergenceError, Draw, Manifold
 from .orthogonalize import polar_newton_schulz
 from .sphere import Sphere
+from .stiefel import Frames
 
 __all__ = ["ComplexSphere", "ComplexStiefel"]
-
-_RETRACTIONS = ("qr", "newton-schulz")
 
 
 def _herm(a: Tensor) -> Tensor:
@@ -43,14 +43,28 @@ def _complex_dtype(dtype: torch.dtype | None) -> torch.dtype:
     return dtype
 
 
-def _real_inner(manifold: Manifold, u: Tensor, v: Tensor | None, keepdim: bool) -> Tensor:
-    """Re <u, v> summed over the point's dimensions."""
-    prod = (u.conj() * (u if v is None else v)).real
-    dims = tuple(range(-manifold.ndim, 0))
-    return prod.sum(dim=dims, keepdim=keepdim)
+class _ComplexPoints(Manifold):
+    """A real manifold's verbs on complex points: the real metric of C^N = R^{2N}, and
+    the real manifold's random law drawn from a complex Gaussian (complex64 by default)."""
+
+    def inner(
+        self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
+    ) -> Tensor:
+        """Re tr(u^H v) summed over the point's dimensions."""
+        prod = (u.conj() * (u if v is None else v)).real
+        dims = tuple(range(-self.ndim, 0))
+        return prod.sum(dim=dims, keepdim=keepdim)
+
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
+        return super()._sample_point(shape, replace(draw, dtype=_complex_dtype(draw.dtype)))
+
+    def check_point(self, x: Tensor, atol: float | None = None) -> tuple[bool, str | None]:
+        if not x.is_complex():
+            return False, f"x has dtype {x.dtype}; {self.name} needs a complex tensor"
+        return super().check_point(x, atol)
 
 
-class ComplexStiefel(Manifold):
+class ComplexStiefel(_ComplexPoints, Frames):
     r"""Unitary frames: X^H X = I for tall complex (..., n, p), X X^H = I for wide (n < p).
 
     Args:
@@ -65,31 +79,8 @@ class ComplexStiefel(Manifold):
     S = herm(X^H X') = Q D Q^H, each step solves S dLambda + dLambda S = -F.
     """
 
-    ndim = 2
     name = "ComplexStiefel"
-
-    def __init__(
-        self, retraction: str = "qr", shake_tol: float | None = None, shake_maxiter: int = 50
-    ) -> None:
-        super().__init__()
-        if retraction not in _RETRACTIONS:
-            raise ValueError(f"retraction must be one of {_RETRACTIONS}, got {retraction!r}")
-        check_solver_args(shake_tol, shake_maxiter)
-        self.retraction = retraction
-        self.shake_tol = shake_tol
-        self.shake_maxiter = int(shake_maxiter)
-
-    def _params(self) -> tuple[object, ...]:
-        return (self.retraction, self.shake_tol, self.shake_maxiter)
-
-    @staticmethod
-    def _wide(x: Tensor) -> bool:
-        return x.shape[-2] < x.shape[-1]
-
-    @staticmethod
-    def _tall(x: Tensor, wide: bool) -> Tensor:
-        # transposition without conjugation: X X^H = I iff (X^T)^H X^T = I
-        return x.mT if wide else x
+    retractions = ("qr", "newton-schulz")
 
     def constraint(self, x: Tensor) -> Tensor:
         xt = self._tall(x, self._wide(x))
@@ -100,20 +91,6 @@ class ComplexStiefel(Manifold):
         return torch.cat(
             [gram[..., rows, cols].real, gram[..., strict_rows, strict_cols].imag], dim=-1
         )
-
-    def project(self, x: Tensor) -> Tensor:
-        """The polar factor U W^H of X = U S W^H (complex128 SVD for complex64 input)."""
-        self.check_shape(tuple(x.shape), "x")
-        self.check_finite(x, "x")
-        work = x.to(torch.complex128)
-        u, s, vh = torch.linalg.svd(work, full_matrices=False)
-        rank_tol = torch.finfo(x.dtype).eps * max(x.shape[-2:]) * s[..., :1]
-        if bool((s[..., -1:] <= rank_tol).any()):
-            raise ValueError(
-                "x is rank-deficient: its nearest unitary frame is not unique; initialise it "
-                "with ComplexStiefel().random_point(...)"
-            )
-        return (u @ vh).to(x.dtype)
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         wide = self._wide(x)
@@ -163,36 +140,8 @@ class ComplexStiefel(Manifold):
             iterations=iteration,
         )
 
-    def inner(
-        self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
-    ) -> Tensor:
-        """Re tr(u^H v), the real metric of C^{n x p} = R^{2np}."""
-        return _real_inner(self, u, v, keepdim)
 
-    def random_point(
-        self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """A Haar-random unitary frame: the polar factor of a complex Gaussian (complex64)."""
-        self.check_shape(shape, "shape")
-        z = torch.randn(shape, dtype=_complex_dtype(dtype), device=device, generator=generator)
-        return self.project(z)
-
-    def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
-        if len(shape) < 2 or shape[-1] < 1 or shape[-2] < 1:
-            return f"{name} has shape {tuple(shape)} but {self.name} needs (..., n, p), n, p >= 1"
-        return None
-
-    def check_point(self, x: Tensor, atol: float | None = None) -> tuple[bool, str | None]:
-        if not x.is_complex():
-            return False, f"x has dtype {x.dtype}; {self.name} needs a complex tensor"
-        return super().check_point(x, atol)
-
-
-class ComplexSphere(Sphere):
+class ComplexSphere(_ComplexPoints, Sphere):
     """The sphere |z| = radius in C^n over the last dimension; leading dimensions are a batch.
 
     It is the real sphere S^{2n-1} of radius r, with the real inner product
@@ -207,26 +156,3 @@ class ComplexSphere(Sphere):
 
     def _dot(self, x: Tensor, v: Tensor) -> Tensor:
         return (x.conj() * v).real.sum(dim=self.dim, keepdim=True)
-
-    def inner(
-        self, x: Tensor, u: Tensor, v: Tensor | None = None, *, keepdim: bool = False
-    ) -> Tensor:
-        """Re(u^H v), the real metric of C^n = R^{2n}."""
-        return _real_inner(self, u, v, keepdim)
-
-    def random_point(
-        self,
-        *shape: int,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Uniform random point: a normalised complex Gaussian (complex64 by default)."""
-        self.check_shape(shape, "shape")
-        z = torch.randn(shape, dtype=_complex_dtype(dtype), device=device, generator=generator)
-        return z * (self.radius / z.norm(dim=-1, keepdim=True))
-
-    def check_point(self, x: Tensor, atol: float | None = None) -> tuple[bool, str | None]:
-        if not x.is_complex():
-            return False, f"x has dtype {x.dtype}; {self.name} needs a complex tensor"
-        return super().check_point(x, atol)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from .base import Manifold
+from .base import Draw, Manifold
 
 __all__ = ["Euclidean"]
 
@@ -40,11 +39,5 @@ class Euclidean(Manifold):
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         return y
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        return torch.randn(shape, dtype=dtype, device=device, generator=generator)
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
+        return draw.normal(shape)

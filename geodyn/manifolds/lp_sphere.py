@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Manifold
-from .sphere import _check_radius, safe_norm
+from .base import ConvergenceError, Draw, Manifold
+from .sphere import _check_radius, _vector_shape_error, safe_norm
 
 __all__ = ["LpSphere"]
 
@@ -270,19 +270,13 @@ class LpSphere(Manifold):
         t, _ = bracketed_newton(h_dh, lo, hi.clamp(min=lo), a, xtol=8 * eps * hi)
         return t
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """A Gaussian vector rescaled radially onto the sphere (dense: no zero coordinates).
 
         The nearest-point projection of a Gaussian would instead shrink small
         coordinates to nearly zero for p close to 1, where the sphere is sharply curved.
         """
-        x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        x = draw.normal(shape)
         return x * (self.radius / self._norm_p(x))
 
     # ------------------------------------------------------------------ SHAKE
@@ -312,9 +306,4 @@ class LpSphere(Manifold):
         return y + mu * n
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
-        if len(shape) < 1 or shape[-1] < 1:
-            return (
-                f"{name} has shape {tuple(shape)} but {self.name} needs (..., n) with n >= 1 "
-                "(a single vector is shape (n,))"
-            )
-        return None
+        return _vector_shape_error(self, shape, name)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ConvergenceError, Manifold, default_atol
-from .sphere import _check_radius, safe_norm
+from .base import ConvergenceError, Draw, Manifold, default_atol
+from .sphere import _check_radius, _vector_shape_error, safe_norm
 
 __all__ = ["NormBall"]
 
@@ -177,22 +177,11 @@ class NormBall(Manifold):
             hit, q_end, p
         )
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """Uniform in the ball: a uniform direction times r U^(1/n)."""
-        x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
-        u = torch.rand((*shape[:-1], 1), dtype=x.dtype, device=device, generator=generator)
+        x = draw.normal(shape)
+        u = draw.uniform((*shape[:-1], 1))
         return x * (self.radius * u.pow(1 / shape[-1]) / x.norm(dim=-1, keepdim=True))
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
-        if len(shape) < 1 or shape[-1] < 1:
-            return (
-                f"{name} has shape {tuple(shape)} but {self.name} needs (..., n) with n >= 1 "
-                "(a single vector is shape (n,))"
-            )
-        return None
+        return _vector_shape_error(self, shape, name)

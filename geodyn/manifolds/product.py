@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Manifold
+from .base import Draw, Manifold
 
 __all__ = ["Product"]
 
@@ -158,16 +158,12 @@ class Product(Manifold):
 
         return self._map(spread, *tensors)
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         batch = tuple(shape[:-1])
         parts = [
-            m.random_point(*batch, *s, dtype=dtype, device=device, generator=generator)
+            m.random_point(
+                *batch, *s, dtype=draw.dtype, device=draw.device, generator=draw.generator
+            )
             for m, s in self.factors
         ]
         return torch.cat([p.reshape(*batch, -1) for p in parts], dim=-1)

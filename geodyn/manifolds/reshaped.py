@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from .base import Manifold
+from .base import Draw, Manifold
 
 __all__ = ["Reshaped"]
 
@@ -118,16 +117,14 @@ class Reshaped(Manifold):
         ip = ip.reshape(*batch, -1).sum(-1)
         return ip.reshape(*batch, *([1] * self.ndim)) if keepdim else ip
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         batch = tuple(shape[: len(shape) - self.ndim])
         y = self.base.random_point(
-            *batch, *self.view_shape, dtype=dtype, device=device, generator=generator
+            *batch,
+            *self.view_shape,
+            dtype=draw.dtype,
+            device=draw.device,
+            generator=draw.generator,
         )
         return self._back(y)
 

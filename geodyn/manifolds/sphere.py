@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ._trace import traced
-from .base import ConvergenceError, FusedStep, Manifold
+from .base import ConvergenceError, Draw, FusedStep, Manifold
 
 __all__ = ["NeuronSpheres", "Oblique", "Sphere"]
 
@@ -61,6 +61,16 @@ def _check_radius(radius: float) -> float:
     if not radius > 0 or radius == float("inf"):
         raise ValueError(f"radius must be a positive finite number, got {radius}")
     return radius
+
+
+def _vector_shape_error(manifold: Manifold, shape: tuple[int, ...], name: str) -> str | None:
+    """The shape error of a manifold of vectors (..., n) with n >= 1."""
+    if len(shape) < 1 or shape[-1] < 1:
+        return (
+            f"{name} has shape {tuple(shape)} but {manifold.name} needs (..., n) with n >= 1 "
+            "(a single vector is shape (n,))"
+        )
+    return None
 
 
 class Oblique(Manifold):
@@ -183,15 +193,9 @@ class Oblique(Manifold):
         lam = -d / (b + torch.where(b < 0, -root, root))
         return torch.addcmul(y, x, lam)
 
-    def _sample_point(
-        self,
-        shape: tuple[int, ...],
-        dtype: torch.dtype | None,
-        device: torch.device | str | None,
-        generator: torch.Generator | None,
-    ) -> Tensor:
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """Uniform (Haar) random point: normalised Gaussian slices."""
-        x = torch.randn(shape, dtype=dtype, device=device, generator=generator)
+        x = draw.normal(shape)
         return x * (self.radius / x.norm(dim=self.dim, keepdim=True))
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:

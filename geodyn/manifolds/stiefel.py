@@ -22,8 +22,6 @@ from .orthogonalize import polar_newton_schulz
 
 __all__ = ["Stiefel"]
 
-RETRACTIONS = ("qr", "polar", "cayley", "exp", "newton-schulz")
-
 # Half precisions are factorised in float32: CPU torch has no half Cholesky, LU or eigh,
 # and a half-precision matrix_exp is off by orders of magnitude.
 _HALF = (torch.float16, torch.bfloat16)
@@ -82,7 +80,71 @@ def _polar(y: Tensor) -> Tensor:
     return y
 
 
-class Stiefel(Manifold):
+class Frames(Manifold):
+    """What real and unitary frames share: the solver options, the tall/wide switch,
+    the polar projection and the shape check.
+
+    A wide point (n < p) is handled through its transpose, without conjugation:
+    X X^H = I iff (X^T)^H X^T = I. A subclass lists its ``retractions``.
+    """
+
+    ndim = 2
+    retractions: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        retraction: str = "qr",
+        shake_tol: float | None = None,
+        shake_maxiter: int = 50,
+    ) -> None:
+        super().__init__()
+        if retraction not in self.retractions:
+            raise ValueError(f"retraction must be one of {self.retractions}, got {retraction!r}")
+        check_solver_args(shake_tol, shake_maxiter)
+        self.retraction = retraction
+        self.shake_tol = shake_tol
+        self.shake_maxiter = int(shake_maxiter)
+
+    def _params(self) -> tuple[object, ...]:
+        return (self.retraction, self.shake_tol, self.shake_maxiter)
+
+    @staticmethod
+    def _wide(x: Tensor) -> bool:
+        return x.shape[-2] < x.shape[-1]
+
+    @staticmethod
+    def _tall(x: Tensor, wide: bool) -> Tensor:
+        return x.mT if wide else x
+
+    def project(self, x: Tensor) -> Tensor:
+        """The polar factor U W^H of X = U S W^H: the nearest frame in Frobenius norm."""
+        self.check_shape(tuple(x.shape), "x")
+        self.check_finite(x, "x")
+        # a float64 (complex128) SVD for lower precisions: a float32 SVD's factor is off
+        # the manifold by about 1e-6, the float64 one rounded to float32 by the rounding
+        # floor (4e-7).
+        work = x.to(torch.complex128 if x.is_complex() else torch.float64)
+        u, s, vh = torch.linalg.svd(work, full_matrices=False)
+        rank_tol = torch.finfo(x.dtype).eps * max(x.shape[-2:]) * s[..., :1]
+        if bool((s[..., -1:] <= rank_tol).any()):
+            raise ValueError(
+                "x is rank-deficient (a singular value is zero to working precision): its "
+                f"nearest frame is not unique; initialise it with {self.name}().random_point"
+                "(...) or add a small random perturbation"
+            )
+        return (u @ vh).to(x.dtype)
+
+    def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
+        if len(shape) < 2 or shape[-1] < 1 or shape[-2] < 1:
+            return (
+                f"{name} has shape {tuple(shape)} but {self.name} needs (..., n, p) with "
+                "n, p >= 1 (a matrix, optionally batched); reshape a conv weight to "
+                "(out, in * kh * kw)"
+            )
+        return None
+
+
+class Stiefel(Frames):
     r"""Orthonormal frames: X^T X = I for tall (..., n, p), X X^T = I for wide (n < p).
 
     Args:
@@ -113,36 +175,10 @@ class Stiefel(Manifold):
     longer than 1) stops with :class:`ConvergenceError`.
     """
 
-    ndim = 2
     name = "Stiefel"
+    retractions = ("qr", "polar", "cayley", "exp", "newton-schulz")
     project_is_nearest = True
     symmetries = ("orthogonal_long",)
-
-    def __init__(
-        self,
-        retraction: str = "qr",
-        shake_tol: float | None = None,
-        shake_maxiter: int = 50,
-    ) -> None:
-        super().__init__()
-        if retraction not in RETRACTIONS:
-            raise ValueError(f"retraction must be one of {RETRACTIONS}, got {retraction!r}")
-        check_solver_args(shake_tol, shake_maxiter)
-        self.retraction = retraction
-        self.shake_tol = shake_tol
-        self.shake_maxiter = int(shake_maxiter)
-
-    def _params(self) -> tuple[object, ...]:
-        return (self.retraction, self.shake_tol, self.shake_maxiter)
-
-    # ------------------------------------------------------------------ tall/wide
-    @staticmethod
-    def _wide(x: Tensor) -> bool:
-        return x.shape[-2] < x.shape[-1]
-
-    @staticmethod
-    def _tall(x: Tensor, wide: bool) -> Tensor:
-        return x.mT if wide else x
 
     # ------------------------------------------------------------------ verbs
     def constraint(self, x: Tensor) -> Tensor:
@@ -151,23 +187,6 @@ class Stiefel(Manifold):
         k = gram.shape[-1]
         rows, cols = torch.triu_indices(k, k, device=x.device)
         return gram[..., rows, cols]
-
-    def project(self, x: Tensor) -> Tensor:
-        """The polar factor U W^T of X = U S W^T: the nearest point in Frobenius norm."""
-        self.check_shape(tuple(x.shape), "x")
-        self.check_finite(x, "x")
-        # float64 SVD for lower precisions: a float32 SVD's factor is off the manifold by
-        # about 1e-6, the float64 one rounded to float32 by the rounding floor (4e-7).
-        work = x if x.dtype == torch.float64 else x.double()
-        u, s, vh = torch.linalg.svd(work, full_matrices=False)
-        rank_tol = torch.finfo(x.dtype).eps * max(x.shape[-2:]) * s[..., :1]
-        if bool((s[..., -1:] <= rank_tol).any()):
-            raise ValueError(
-                "x is rank-deficient (a singular value is zero to working precision): its "
-                "nearest orthonormal frame is not unique; initialise it with "
-                "Stiefel().random_point(...) or add a small random perturbation"
-            )
-        return (u @ vh).to(x.dtype)
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         wide = self._wide(x)
@@ -290,13 +309,3 @@ class Stiefel(Manifold):
             "reduce the step size lr or raise shake_maxiter/shake_tol",
         )
         return self._tall(z, wide)
-
-    # ------------------------------------------------------------------ validation
-    def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
-        if len(shape) < 2 or shape[-1] < 1 or shape[-2] < 1:
-            return (
-                f"{name} has shape {tuple(shape)} but {self.name} needs (..., n, p) with "
-                "n, p >= 1 (a matrix, optionally batched); reshape a conv weight to "
-                "(out, in * kh * kw)"
-            )
-        return None

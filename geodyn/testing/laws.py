@@ -65,6 +65,21 @@ def _relative(manifold: Manifold, error: Tensor, reference: Tensor) -> Tensor:
     return point_norms(manifold, error) / den
 
 
+def _check_normal(
+    manifold: Manifold, x: Tensor, jac: Tensor, w: Tensor, scale: Tensor, tol: float,
+    law: str, what: str,
+) -> float:
+    """The worst |w - N w| / scale, N the projection onto the row space of the constraint
+    Jacobian J(x) (the normal space at x); ``law`` fails above ``tol``."""
+    off = _worst((w - normal_part(jac, w)).norm(dim=-1) / scale)
+    _fail_if(
+        off > tol, law, manifold, x,
+        f"{what} has a component {off:.3e} outside the row space of the constraint "
+        f"Jacobian J(x) > {tol:.1e}",
+    )
+    return off
+
+
 def _worst(values: Tensor) -> float:
     return float(values.max()) if values.numel() else 0.0
 
@@ -156,12 +171,9 @@ def law_tangent_projection(
     jscale = jac.flatten(-2).norm(dim=-1).clamp_min(torch.finfo(x.dtype).tiny) * uf.norm(dim=-1)
     jpu = (jac @ puf.unsqueeze(-1)).squeeze(-1)
     removed = uf - puf
-    off_normal = removed - normal_part(jac, removed)
-    normal = _worst(off_normal.norm(dim=-1) / uf.norm(dim=-1).clamp_min(torch.finfo(x.dtype).tiny))
-    _fail_if(
-        normal > tol.identity, f"{law} removes only normal directions", manifold, x,
-        f"u - P u has a component {normal:.3e} (relative to |u|) outside the row space of "
-        f"the constraint Jacobian J(x) > {tol.identity:.1e}",
+    normal = _check_normal(
+        manifold, x, jac, removed, uf.norm(dim=-1).clamp_min(torch.finfo(x.dtype).tiny),
+        tol.identity, f"{law} removes only normal directions", "u - P u (relative to |u|)",
     )
     out = {"proj_tangent idempotence": idem, "proj_tangent normal space": normal}
     if manifold.is_inequality:
@@ -279,11 +291,9 @@ def law_shake(manifold: Manifold, x: Tensor, y: Tensor, tol: Tolerance) -> dict[
     jac = constraint_jacobian(manifold, x)
     w = flat_points(manifold, s - y)
     ynorm = point_norms(manifold, y).clamp_min(torch.finfo(x.dtype).tiny)
-    off = _worst((w - normal_part(jac, w)).norm(dim=-1) / ynorm)
-    _fail_if(
-        off > tol.residual, f"{law} moves along the normal space at x", manifold, x,
-        f"shake(x, y) - y has a tangent component {off:.3e} (relative to |y|) "
-        f"> {tol.residual:.1e}",
+    off = _check_normal(
+        manifold, x, jac, w, ynorm, tol.residual, f"{law} moves along the normal space at x",
+        "shake(x, y) - y (relative to |y|)",
     )
     out = {"residual": res, "shake normal space": off}
     if manifold.is_inequality:
