@@ -135,7 +135,12 @@ def format_matrix(rows: list[dict[str, Any]]) -> str:
         worst = max(r["observables"], key=lambda o: abs(o["z"]))
         lines.append(
             f"| {r['sampler']} | {r['problem']} | {r['h']:g} | {r['chains']} x {r['steps']} | "
-            f"{r['dof']} | {worst['name']}: {worst['mean']:.4f} ({worst['exact']:.4f}) | "
+            f"{r['dof']} | {_cell(worst['name'])}: {worst['mean']:.4f} ({worst['exact']:.4f}) | "
             f"{r['max_abs_z']:.1f} | {r['p_value']:.2g} | {'yes' if r['passed'] else 'NO'} |"
         )
     return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """``text`` inside a markdown table cell (its ``|`` escaped)."""
+    return text.replace("|", "\\|")
