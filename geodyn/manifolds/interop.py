@@ -100,8 +100,8 @@ def as_geodyn(manifold: Any) -> Manifold:
         return manifold
     if not isinstance(manifold, geoopt.Manifold):
         raise ValueError(
-            "manifold must be a geodyn or geoopt manifold (e.g. geodyn.manifolds.Sphere()), "
-            f"got {type(manifold).__name__}"
+            "manifold must be a geodyn or geoopt manifold (a geodyn Manifold such as "
+            f"geodyn.manifolds.Sphere(), or a geoopt.Manifold), got {type(manifold).__name__}"
         )
     adapted = _ADAPTED.get(manifold)
     if adapted is None:
