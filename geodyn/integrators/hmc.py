@@ -43,15 +43,6 @@ from ._stacks import Stack, manifold_of
 __all__ = ["ConstrainedHMC"]
 
 
-def _drift(manifold: Manifold, x: Tensor, p: Tensor, h: float) -> tuple[Tensor, Tensor]:
-    """The A sub-step: the manifold's ``drift`` verb where it has one, else SHAKE + RATTLE."""
-    drift = getattr(manifold, "drift", None)
-    if drift is not None:
-        return drift(x, p, h)
-    moved = manifold.shake(x, x + h * p)
-    return moved, manifold.rattle(moved, (moved - x) / h)
-
-
 def _drift_points(
     manifold: Manifold, x: Tensor, p: Tensor, h: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -70,7 +61,7 @@ def _drift_points(
     while pending:
         lo, hi = pending.pop()
         try:
-            y, q = _drift(manifold, xs[lo:hi], ps[lo:hi], h)
+            y, q = manifold.drift(xs[lo:hi], ps[lo:hi], h)
         except ConvergenceError:
             if hi - lo == 1:
                 failed[lo] = True
