@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "(default: BAOAB,OBABO,ABOBA,overdamped)")
     s.add_argument("--problems", default=",".join(PROBLEM_NAMES),
                    help=f"comma-separated problems from {', '.join(PROBLEM_NAMES)}")
-    s.add_argument("--chains", type=int, default=10000, help="chains per step size")
+    s.add_argument("--chains", type=int, default=None,
+                   help="chains per step size (default: each problem's own)")
     s.add_argument("--time", type=float, default=8.0, help="recorded time per chain")
     s.add_argument("--gamma", type=float, default=1.0, help="friction of the splitting words")
     s.add_argument("--out", type=Path, default=Path("schemes"), help="results folder")
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         if unknown or not names or not words:
             raise ValueError(f"--problems: unknown {unknown}; choose from "
                              f"{', '.join(PROBLEM_NAMES)} (and give at least one --schemes word)")
-        if args.chains < 10 or args.time <= 0:
+        if (args.chains is not None and args.chains < 10) or args.time <= 0:
             raise ValueError("--chains must be >= 10 and --time > 0")
         from geodyn.integrators import compile_scheme
 

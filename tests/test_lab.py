@@ -15,6 +15,7 @@ from geodyn.testing import (
     excludes,
     weak_order,
 )
+from geodyn.testing.lab import LAB_PROBLEMS, factory
 from geodyn.testing.problems import Potential, gaussian, moments, von_mises_fisher
 
 DT = torch.float64
@@ -96,6 +97,27 @@ def test_weak_order_biases_match_the_closed_form(orders):
     for name, r in orders.items():
         for h, b, s in zip(r["step_sizes"], r["bias"], r["se"], strict=True):
             assert abs(b - exact[name](h)) < 4 * s, (name, h, b, s)
+
+
+@pytest.fixture(scope="module")
+def pendulum_orders():
+    """BAOAB and the overdamped scheme on the lab's pendulum, at the lab's own design."""
+    lab = LAB_PROBLEMS["pendulum"]
+    problem = lab.make()
+    out = {}
+    for word in ("BAOAB", "overdamped"):
+        steps, chains = lab.design(word)
+        out[word] = weak_order(factory(word, 1.0), problem, steps, observable=lab.observable,
+                               chains=chains)
+    return out
+
+
+def test_baoab_and_overdamped_orders_exclude_each_other(pendulum_orders):
+    """The same problem: BAOAB's interval excludes order 1, the overdamped one's order 2."""
+    baoab_fit, overdamped_fit = pendulum_orders["BAOAB"], pendulum_orders["overdamped"]
+    print({k: (r["order"], r["interval"]) for k, r in pendulum_orders.items()})
+    assert excludes(baoab_fit, 1.0)
+    assert excludes(overdamped_fit, 2.0) and not excludes(overdamped_fit, 1.0)
 
 
 def test_weak_order_needs_three_step_sizes():

@@ -26,6 +26,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from geodyn.integrators import Splitting
 from geodyn.manifolds import Manifold
 
 from .problems import DT, Potential, Reference
@@ -182,7 +183,10 @@ def run_chains(
         reference: the observables to record (and the point shape, exact starts).
         h: the step size passed to the factory.
         chains, steps, burn, thin: C, recorded steps, discarded steps, record every.
-        seed: seeds the starting points; the factory seeds its own noise.
+        seed: seeds the starting points (and a ``Splitting`` optimizer's starting
+            momenta, drawn from the Maxwellian P_x xi sqrt(tau): with exact draws of x the
+            chains start in equilibrium in phase space, not at rest); the factory seeds
+            its own noise.
         start: starting points (chains, *shape) instead of the reference's draws.
     """
     for name, value in (("chains", chains), ("steps", steps), ("thin", thin)):
@@ -194,6 +198,10 @@ def run_chains(
     x0 = starting_points(manifold, reference, chains, g) if start is None else start.to(DT)
     x = geoopt.ManifoldParameter(x0.clone(), manifold=manifold)
     opt = integrator_factory([x], h)
+    if isinstance(opt, Splitting):  # exact in phase space: Maxwellian momenta P_x xi sqrt(tau)
+        xi = torch.randn(x0.shape, dtype=DT, generator=g)
+        tau = opt.param_groups[0]["tau"]
+        opt.state[x]["momentum"] = manifold.proj_tangent(x.detach(), xi) * math.sqrt(tau)
     closure = closure_for(x, potential)
     for _ in range(burn):
         opt.step(closure)  # type: ignore[arg-type]
