@@ -53,7 +53,7 @@ LAB_PROBLEMS: dict[str, LabProblem] = {
     "gaussian": LabProblem(lambda: gaussian(2), "E|x|^2", (0.2, 0.4, 0.6), (0.05, 0.1, 0.2)),
     "pendulum": LabProblem(lambda: pendulum(1.0), "E q", (0.7, 1.0, 1.3, 1.6),
                            (0.05, 0.1, 0.2), chains=100_000, overdamped_chains=20_000),
-    "vmf": LabProblem(lambda: von_mises_fisher(3, 10.0), "E mu.x", (0.15, 0.2, 0.25, 0.3),
+    "vmf": LabProblem(lambda: von_mises_fisher(3, 10.0), "E mu.x", (0.08, 0.11, 0.14, 0.17),
                       (0.0025, 0.005, 0.01)),
 }
 """The lab's problems: a harmonic (Gaussian), an anharmonic (pendulum) and a curved (vMF) one.
