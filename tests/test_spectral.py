@@ -187,3 +187,22 @@ def test_hyperball_keeps_each_norm_and_is_the_sphere_retraction():
     assert abs(float(r.param_groups[0]["params"][0].norm()) - 2.0) < 1e-6
     with pytest.raises(ValueError, match="nonzero norm"):
         MuonHyperball([torch.nn.Parameter(torch.zeros(3, 3))])
+
+
+def test_hyperball_and_spel_take_muons_keyword_defaults():
+    """MuonHyperball and Spel take Muon's msign keywords, with Muon's own defaults."""
+    import inspect
+
+    muon = inspect.signature(Muon).parameters
+    w = torch.nn.Parameter(torch.randn(3, 3))
+    for opt in (MuonHyperball([w]), Spel([torch.nn.Parameter(torch.linalg.qr(w)[0].detach())])):
+        group = opt.param_groups[0]
+        for key in ("momentum", "nesterov", "ns_coefficients", "eps", "ns_steps"):
+            assert group[key] == muon[key].default, key
+        assert opt.msign_dtype == muon["msign_dtype"].default
+        assert opt.nonfinite == muon["nonfinite"].default
+    given = MuonHyperball([w], momentum=0.5, ns_steps=3, msign_dtype=None)
+    assert given.param_groups[0]["momentum"] == 0.5 and given.param_groups[0]["ns_steps"] == 3
+    assert given.msign_dtype is None
+    with pytest.raises(TypeError, match="weight_decay"):
+        MuonHyperball([w], weight_decay=0.1)  # type: ignore[call-arg]

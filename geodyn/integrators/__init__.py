@@ -15,7 +15,7 @@ from .landing import Landing
 from .overdamped import Overdamped
 from .rsgd import RiemannianSGD
 from .schemes import Program, compile_scheme
-from .spectral import ManifoldMuon, Muon, MuonHyperball, Spel
+from .spectral import ManifoldMuon, MsignOptions, Muon, MuonHyperball, Spel
 from .splitting import Splitting
 from .wrapper import OptimizerWrapper
 
@@ -26,6 +26,7 @@ __all__ = [
     "GeometricOptimizer",
     "Landing",
     "ManifoldMuon",
+    "MsignOptions",
     "Muon",
     "MuonHyperball",
     "NonFiniteError",

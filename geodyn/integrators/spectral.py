@@ -9,9 +9,10 @@ conventions, learning-rate adjustment and decoupled weight decay).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import Tensor
@@ -22,7 +23,26 @@ from ..manifolds.orthogonalize import _coefficients
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._stacks import Stack, declared_manifold, manifold_of, stacks
 
-__all__ = ["ManifoldMuon", "Muon", "MuonHyperball", "Spel"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
+__all__ = ["ManifoldMuon", "MsignOptions", "Muon", "MuonHyperball", "Spel"]
+
+
+class MsignOptions(TypedDict, total=False):
+    """The momentum and orthogonalisation keywords of :class:`Muon` (its defaults)."""
+
+    momentum: float
+    nesterov: bool
+    ns_coefficients: str | tuple[float, float, float]
+    eps: float
+    ns_steps: int
+    msign_dtype: torch.dtype | None
+    nonfinite: str
+
+
+class _SpelOptions(MsignOptions, total=False):
+    adjust_lr_fn: str | None
 
 
 def _check_matrices(group: dict[str, Any], name: str) -> None:
@@ -47,6 +67,17 @@ def _check_spectral(group: dict[str, Any]) -> None:
 
 class _Spectral(GeometricOptimizer):
     """Stacks of same-shaped matrices with a ``momentum_buffer``; subclasses give the step."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        msign_dtype: torch.dtype | None = None,
+        nonfinite: str = "raise",
+    ) -> None:
+        self.msign_dtype = msign_dtype
+        super().__init__(params, defaults, nonfinite=nonfinite)
 
     def _stacks(self) -> list[Stack]:
         def select(p: Tensor, group: dict[str, Any]) -> Any:
@@ -89,7 +120,7 @@ class _Spectral(GeometricOptimizer):
             coefficients=group["ns_coefficients"],
             ns_steps=group["ns_steps"],
             eps=group["eps"],
-            dtype=self.msign_dtype,  # type: ignore[attr-defined]
+            dtype=self.msign_dtype,
         )
 
 
@@ -147,8 +178,7 @@ class Muon(_Spectral):
             adjust_lr_fn=adjust_lr_fn,
             manifold=manifold,
         )
-        self.msign_dtype = msign_dtype
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        super().__init__(params, defaults, msign_dtype=msign_dtype, nonfinite=nonfinite)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         _check_spectral(group)
@@ -183,6 +213,13 @@ class Muon(_Spectral):
         )
 
 
+_MUON_DEFAULTS = {name: p.default for name, p in inspect.signature(Muon).parameters.items()
+                  if p.default is not inspect.Parameter.empty}
+"""Muon's keyword defaults, read from its signature: the one place that holds them."""
+_MSIGN_GROUP = ("momentum", "nesterov", "ns_coefficients", "eps", "ns_steps")
+"""The :class:`MsignOptions` stored in a param group (the others are the optimizer's)."""
+
+
 class Spel(Muon):
     r"""Spectral steepest descent on Stiefel: x' = polar(x - lr r msign(grad_M f)).
 
@@ -190,39 +227,24 @@ class Spel(Muon):
     Riemannian gradients is orthogonalised by msign (approximate), and the point is
     put back on the manifold by an exact polar factor (Newton-Schulz to a tolerance by
     default, or ``"polar"``), so the weights stay orthonormal to rounding.
+
+    Args:
+        params: Stiefel frames (..., n, p), or param groups.
+        lr: learning rate eta.
+        retraction: ``"newton-schulz"`` or ``"polar"``.
+        options: :class:`MsignOptions` and ``adjust_lr_fn``, as in :class:`Muon`.
     """
 
     def __init__(
         self,
         params: Iterable[Any],
         lr: float = 1e-3,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        ns_coefficients: str | tuple[float, float, float] = "quintic",
-        eps: float = 1e-7,
-        ns_steps: int = 5,
-        adjust_lr_fn: str | None = None,
         retraction: str = "newton-schulz",
-        *,
-        msign_dtype: torch.dtype | None = torch.bfloat16,
-        nonfinite: str = "raise",
+        **options: Unpack[_SpelOptions],
     ) -> None:
         if retraction not in ("newton-schulz", "polar"):
             raise ValueError(f"retraction must be 'newton-schulz' or 'polar', got {retraction!r}")
-        super().__init__(
-            params,
-            lr=lr,
-            weight_decay=0.0,
-            momentum=momentum,
-            nesterov=nesterov,
-            ns_coefficients=ns_coefficients,
-            eps=eps,
-            ns_steps=ns_steps,
-            adjust_lr_fn=adjust_lr_fn,
-            manifold=Stiefel(retraction),
-            msign_dtype=msign_dtype,
-            nonfinite=nonfinite,
-        )
+        super().__init__(params, lr=lr, weight_decay=0.0, manifold=Stiefel(retraction), **options)
 
 
 class ManifoldMuon(_Spectral):
@@ -303,36 +325,29 @@ class MuonHyperball(_Spectral):
     Args:
         params: (n, p) matrices of nonzero norm, or param groups.
         lr: step length relative to R.
-        momentum, nesterov, ns_coefficients, eps, ns_steps, msign_dtype: as in :class:`Muon`.
         radius: the common norm R, or None for each weight's own initial norm.
+        options: :class:`MsignOptions`, as in :class:`Muon` (its defaults).
     """
 
     def __init__(
         self,
         params: Iterable[Any],
         lr: float = 1e-3,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        ns_coefficients: str | tuple[float, float, float] = "quintic",
-        eps: float = 1e-7,
-        ns_steps: int = 5,
         radius: float | None = None,
-        *,
-        msign_dtype: torch.dtype | None = torch.bfloat16,
-        nonfinite: str = "raise",
+        **options: Unpack[MsignOptions],
     ) -> None:
         if radius is not None and not (math.isfinite(radius) and radius > 0):
             raise ValueError(f"radius must be a positive finite number or None, got {radius}")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            ns_coefficients=ns_coefficients,
-            eps=eps,
-            ns_steps=ns_steps,
+        given: dict[str, Any] = dict(options)
+        defaults = {key: given.pop(key, _MUON_DEFAULTS[key]) for key in _MSIGN_GROUP}
+        super().__init__(
+            params,
+            {"lr": lr, **defaults},
+            msign_dtype=given.pop("msign_dtype", _MUON_DEFAULTS["msign_dtype"]),
+            nonfinite=given.pop("nonfinite", _MUON_DEFAULTS["nonfinite"]),
         )
-        self.msign_dtype = msign_dtype
-        super().__init__(params, defaults, nonfinite=nonfinite)
+        if given:
+            raise TypeError(f"MuonHyperball got unexpected keyword arguments {sorted(given)}")
         with torch.no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
