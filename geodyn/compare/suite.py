@@ -139,7 +139,10 @@ def metric(name: str, run: dict[str, Any]) -> float:
 # ---------------------------------------------------------------- the suites
 
 ADAM_PAPER = {"lr": 1e-2}  # the MNIST-1D paper's recipe: Adam, lr 0.01, batch 100, 8000 steps
-LR_SGD = (0.02, 0.05)
+LR_SGD = (0.02, 0.05, 0.1)
+LR_ADAM = (3e-3, 1e-2, 3e-2)
+LR_PATH = (0.001, 0.003, 0.01)
+CLAIMS_EPOCHS = 30
 
 
 def _claims_arms(epochs: int, cnn: bool) -> tuple[Arm, ...]:
@@ -147,19 +150,19 @@ def _claims_arms(epochs: int, cnn: bool) -> tuple[Arm, ...]:
     steps_1000 = 4 * epochs
     arms = [
         Arm("sgd", "sgd", epochs=epochs, grid={"lr": LR_SGD}),
-        Arm("csgld", "csgld", epochs=epochs, grid={"lr": (0.05, 0.1)}),
-        Arm("cbaoab-circle", "cbaoab-circle", epochs=epochs, grid={"lr": (0.1, 0.3)}),
-        Arm("cbaoab-orth", "cbaoab-orth", epochs=epochs, grid={"lr": (0.05, 0.1)}),
+        Arm("csgld", "csgld", epochs=epochs, grid={"lr": (0.05, 0.1, 0.2)}),
+        Arm("cbaoab-circle", "cbaoab-circle", epochs=epochs, grid={"lr": (0.1, 0.3, 1.0)}),
+        Arm("cbaoab-orth", "cbaoab-orth", epochs=epochs, grid={"lr": (0.05, 0.1, 0.2)}),
         Arm("opt", "opt", epochs=epochs, grid={"lr": LR_SGD}),
-        Arm("adam-b100", "adam", epochs=epochs, grid={"lr": (3e-3, 1e-2)}),
-        Arm("lawn-adam-b100", "lawn-adam", epochs=epochs, grid={"lr": (3e-3, 1e-2)},
+        Arm("adam-b100", "adam", epochs=epochs, grid={"lr": LR_ADAM}),
+        Arm("lawn-adam-b100", "lawn-adam", epochs=epochs, grid={"lr": LR_ADAM},
             config={"warmup_steps": steps_100 // 4}),
-        Arm("adam-b1000", "adam", epochs=epochs, batch_size=1000, grid={"lr": (3e-3, 1e-2)}),
+        Arm("adam-b1000", "adam", epochs=epochs, batch_size=1000, grid={"lr": LR_ADAM}),
         Arm("lawn-adam-b1000", "lawn-adam", epochs=epochs, batch_size=1000,
-            grid={"lr": (3e-3, 1e-2)}, config={"warmup_steps": steps_1000 // 4}),
+            grid={"lr": LR_ADAM}, config={"warmup_steps": steps_1000 // 4}),
         Arm("sgd-unbalanced", "sgd", epochs=epochs, grid={"lr": LR_SGD}, unbalance=True),
-        Arm("pathsgd", "pathsgd", epochs=epochs, grid={"lr": (0.003, 0.01)}),
-        Arm("pathsgd-unbalanced", "pathsgd", epochs=epochs, grid={"lr": (0.003, 0.01)},
+        Arm("pathsgd", "pathsgd", epochs=epochs, grid={"lr": LR_PATH}),
+        Arm("pathsgd-unbalanced", "pathsgd", epochs=epochs, grid={"lr": LR_PATH},
             unbalance=True),
         Arm("pswa", "pswa", epochs=epochs, grid={"lr": LR_SGD}),
         Arm("pwalks", "pwalks", epochs=epochs, grid={"lr": LR_SGD}),
@@ -258,30 +261,33 @@ def _only(claims: tuple[Claim, ...], arms: tuple[Arm, ...]) -> tuple[Claim, ...]
 
 
 _PERIODIC_VARIANTS = ("pwalks", "pswm")
-_MLP_ARMS = _claims_arms(10, cnn=False)
-_FULL_ARMS = tuple(a for a in _MLP_ARMS if a.key not in _PERIODIC_VARIANTS)
+_CLAIM_ARMS = _claims_arms(CLAIMS_EPOCHS, cnn=True)
+_PERIODIC_ARMS = tuple(a for a in _CLAIM_ARMS if a.key in ("sgd", *_PERIODIC_VARIANTS))
+_CNN_ARMS = tuple(a for a in _CLAIM_ARMS if a.model == "cnn")
 _DEMO_ARMS = tuple(a for a in _claims_arms(10, cnn=False)
                    if a.key in ("sgd", "opt", "adam-b1000", "lawn-adam-b1000", "pswa"))
 
 SUITES: dict[str, Suite] = {
     "full": Suite(
         "full",
-        "the published baselines (200 epochs) and the claims on the MLP (10 epochs)",
-        (*_FULL_ARMS, *_baseline_arms(200)),
+        f"the published baselines (200 epochs) and every claim on the MLP and the CNN "
+        f"({CLAIMS_EPOCHS} epochs)",
+        (*_CLAIM_ARMS, *_baseline_arms(200)),
         _baselines(),
-        _only(CLAIMS_MLP, _FULL_ARMS),
+        _only(CLAIMS_MLP + CLAIMS_CNN, _CLAIM_ARMS),
     ),
     "periodic": Suite(
         "periodic",
-        "PWALKS and PSWM against their base SGD-momentum (MLP, 10 epochs)",
-        tuple(a for a in _MLP_ARMS if a.key in ("sgd", *_PERIODIC_VARIANTS)),
+        f"PSWA's variants PWALKS and PSWM against their base SGD-momentum (MLP, "
+        f"{CLAIMS_EPOCHS} epochs; part of full)",
+        _PERIODIC_ARMS,
         (),
-        _only(CLAIMS_MLP, tuple(a for a in _MLP_ARMS if a.key in ("sgd", *_PERIODIC_VARIANTS))),
+        _only(CLAIMS_MLP, _PERIODIC_ARMS),
     ),
     "cnn": Suite(
         "cnn",
-        "the OPT claims on the CNN (30 epochs)",
-        tuple(a for a in _claims_arms(30, cnn=True) if a.model == "cnn"),
+        f"the OPT claims on the CNN ({CLAIMS_EPOCHS} epochs; part of full)",
+        _CNN_ARMS,
         (),
         CLAIMS_CNN,
     ),
