@@ -1,6 +1,6 @@
-"""The rows' fast path of Riemannian SGD (Oblique.fused_momentum_step): the same iterates
-as the generic step, all or nothing on a fault, the generic path where its identity would
-lose accuracy."""
+"""The fast paths of Riemannian SGD (``fused_momentum_step``: Oblique rows, the circle
+lift): the same iterates as the generic step, all or nothing on a fault, the generic path
+where the rows' identity would lose accuracy."""
 
 from __future__ import annotations
 
@@ -9,17 +9,15 @@ import torch
 
 import geodyn.functional as F
 from geodyn.integrators import NonFiniteError, RiemannianSGD
-from geodyn.manifolds import NeuronSpheres, Oblique
+from geodyn.manifolds import CircleLift, NeuronSpheres, Oblique
 
 DT = torch.float64
 
 
-class Counting(Oblique):
-    """Oblique rows that count the fast-path writes."""
+class CountingWrites:
+    """A mixin counting the fast-path writes of a manifold."""
 
-    def __init__(self) -> None:
-        super().__init__(radius=1.5)
-        self.writes = 0
+    writes = 0
 
     def fused_momentum_step(self, *args, **kw):  # noqa: ANN002, ANN003, ANN201
         fused = super().fused_momentum_step(*args, **kw)
@@ -29,6 +27,20 @@ class Counting(Oblique):
             return fused.write(x_out, buf_out)
 
         return type(fused)(fused.checks, write)
+
+
+class Counting(CountingWrites, Oblique):
+    """Oblique rows that count the fast-path writes."""
+
+    def __init__(self) -> None:
+        super().__init__(radius=1.5)
+
+
+class CountingLift(CountingWrites, CircleLift):
+    """The circle lift, counting the fast-path writes."""
+
+    def __init__(self) -> None:
+        super().__init__(0.7)
 
 
 def _grad(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -56,6 +68,50 @@ def test_fast_path_equals_the_generic_step(kw, radii):
                                rtol=0, atol=1e-15)
     if not radii:
         assert manifold.writes == 8  # every step took the fast path
+
+
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_circle_lift_fast_path_equals_the_rotation_step(kw, dtype):
+    """The lift's elementwise step = projection + rotation of point and buffer."""
+    manifold = CountingLift()
+    gen = torch.Generator().manual_seed(3)
+    x0 = manifold.lift(0.69 * (2 * torch.rand(7, 5, dtype=DT, generator=gen) - 1)).to(dtype)
+    t = torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.3, manifold=manifold, **kw)
+    x, buf = x0, None
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=1e-5, atol=1e-5)
+    for _ in range(8):
+        param.grad = _grad(param.detach(), t)
+        opt.step()
+        x, buf = F.rsgd_step(manifold, x, _grad(x, t), buf, lr=0.3, **kw)
+        torch.testing.assert_close(param.detach(), x, **tol)
+        if buf is not None:
+            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
+    assert float(manifold.residual(param.detach())) <= 4 * torch.finfo(dtype).eps
+    assert manifold.writes == 8
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["grad", "buffer", "param"])
+def test_circle_lift_nonfinite_values_are_never_committed(bad, where):
+    manifold = CountingLift()
+    gen = torch.Generator().manual_seed(4)
+    param = torch.nn.Parameter(manifold.random_point(6, 2, dtype=DT, generator=gen))
+    opt = RiemannianSGD([param], lr=0.1, momentum=0.9, manifold=manifold)
+    param.grad = torch.randn(param.shape, dtype=DT, generator=gen)
+    opt.step()
+    param.grad = torch.randn(param.shape, dtype=DT, generator=gen)
+    target = {"grad": param.grad, "buffer": opt.state[param]["momentum_buffer"],
+              "param": param.data}[where]
+    target[2, 1] = bad
+    before = param.detach().clone(), opt.state[param]["momentum_buffer"].clone()
+    with pytest.raises(NonFiniteError):
+        opt.step()
+    torch.testing.assert_close(param.detach(), before[0], equal_nan=True)
+    torch.testing.assert_close(opt.state[param]["momentum_buffer"], before[1], equal_nan=True)
+    assert manifold.writes == 1
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

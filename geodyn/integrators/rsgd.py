@@ -130,20 +130,14 @@ class RiemannianSGD(GeometricOptimizer):
 
     def _fused(self, stack: Stack, x: Tensor, g: Tensor, old: Tensor | None) -> Proposal | None:
         """The manifold's fast path (:meth:`~geodyn.manifolds.Manifold.fused_momentum_step`)
-        where it applies: a folded step (linear transport, no Nesterov momentum, no weight
-        decay) of one parameter the stack views in place, not compiled. Its finiteness
+        where it applies: a step with no Nesterov momentum and no weight decay of one
+        parameter the stack views in place, not compiled. Its finiteness
         check is that of the few row sums the step computes anyway (a NaN or Inf entry of
         x, the gradient or the buffer reaches them); where one is not finite the generic
         path runs, with its entrywise checks. Nothing is written until the commit.
         """
         group, manifold = stack.group, stack.manifold
-        if (
-            self.compiled
-            or group["nesterov"]
-            or group["weight_decay"]
-            or not manifold.linear_transport
-            or not stack.in_place
-        ):
+        if self.compiled or group["nesterov"] or group["weight_decay"] or not stack.in_place:
             return None
         mu = group["momentum"]
         fused = manifold.fused_momentum_step(

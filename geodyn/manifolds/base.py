@@ -193,11 +193,13 @@ class Manifold(geoopt.Manifold):
     ) -> FusedStep | None:
         r"""Fast path of the folded momentum step, or ``None`` (the default: none declared).
 
-        The step of a manifold with :attr:`linear_transport`,
+        The momentum step of :func:`geodyn.functional.rsgd_step` (no Nesterov momentum, no
+        weight decay): with :attr:`linear_transport` the folded
         $b = P_x(\mu b_{old} + (1 - \delta) g)$ ($b = P_x g$ without ``old``),
-        $x' = R_x(-\eta b)$, split into its reductions (computed now, nothing written) and
-        one elementwise write, so that a caller can check the reductions first and then
-        write $x'$ and $b$ straight into the parameter and its buffer.
+        $x' = R_x(-\eta b)$; otherwise the manifold's own transport (the circle lift's
+        rotation). It is split into what the step computes before writing (nothing is
+        written yet) and one elementwise write, so that a caller can check ``checks``
+        first and then write $x'$ and $b$ straight into the parameter and its buffer.
         """
         return None
 

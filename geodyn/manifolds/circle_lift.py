@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .base import FusedStep
 from .sphere import Sphere
 
 __all__ = ["CircleLift"]
@@ -87,6 +88,48 @@ class CircleLift(Sphere):
         turn = _turn(t)
         moved = torch.view_as_real(_complex(v) * turn)
         return self._on_circle(z * turn).to(x.dtype), moved.to(v.dtype)
+
+    def fused_momentum_step(
+        self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
+        dampening: float,
+    ) -> FusedStep | None:
+        r"""The rotation-transport momentum step, elementwise on the pairs: the tangent
+        coordinate $t_g = \mathrm{Im}(\bar z g) / |z|^2$, the buffer
+        $b = \mu b_{old} + (1 - \delta)\, i z t_g$ ($i z t_g$ on the first step), its
+        coordinate $s = \mathrm{Im}(\bar z b) / |z|^2$, then $z' = r\,\hat{(z e^{-i \eta s})}$
+        and $b e^{-i \eta s}$: the generic step (projection, rotation of point and buffer)
+        with no complex temporaries. ``checks`` is $s + r/|z e^{-i\eta s}|$ per weight,
+        finite only if x, g and the buffer are. Half precisions have no fast path.
+        """
+        if x.dtype not in (torch.float32, torch.float64):
+            return None
+        q, xi = x[..., 0], x[..., 1]
+        norm2 = torch.mul(q, q).addcmul_(xi, xi)
+        t = torch.mul(q, g[..., 1]).addcmul_(xi, g[..., 0], value=-1).div_(norm2)
+        if old is None:
+            b0, b1, s = torch.mul(xi, t).neg_(), torch.mul(q, t), t
+        else:
+            t.mul_(1 - dampening)
+            b0 = torch.mul(old[..., 0], momentum).addcmul_(xi, t, value=-1)
+            b1 = torch.mul(old[..., 1], momentum).addcmul_(q, t)
+            s = torch.mul(q, b1).addcmul_(xi, b0, value=-1).div_(norm2)
+        angle = torch.mul(s, -lr)
+        cos, sin = torch.cos(angle), angle.sin_()
+        q_new = torch.mul(q, cos).addcmul_(xi, sin, value=-1)
+        xi_new = torch.mul(xi, cos).addcmul_(q, sin)
+        scale = norm2.copy_(q_new).mul_(q_new).addcmul_(xi_new, xi_new).rsqrt_().mul_(self.radius)
+        checks = torch.add(s, scale)
+
+        def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
+            x_new = torch.empty_like(x) if x_out is None else x_out
+            buf = torch.empty_like(x) if buf_out is None else buf_out
+            torch.mul(b0, cos, out=buf[..., 0]).addcmul_(b1, sin, value=-1)
+            torch.mul(b1, cos, out=buf[..., 1]).addcmul_(b0, sin)
+            torch.mul(q_new, scale, out=x_new[..., 0])
+            torch.mul(xi_new, scale, out=x_new[..., 1])
+            return x_new, buf
+
+        return FusedStep(checks, write)
 
     def _on_circle(self, y: Tensor) -> Tensor:
         """y r / |y| as (real, imaginary) pairs: the rounding of a rotation removed."""
