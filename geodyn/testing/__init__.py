@@ -9,7 +9,7 @@ parallel, errors from the chains), and ``weak_order`` measures its bias against 
 Requires ``hypothesis``.
 """
 
-from .chains import Chains, Estimate, autocorrelation_time, run_chains
+from .chains import ChainDesign, Chains, Estimate, autocorrelation_time, run_chains
 from .check import LAWS, check_manifold
 from .geometry import Tolerance, constraint_jacobian, normal_part
 from .laws import LawViolation
@@ -32,6 +32,7 @@ __all__ = [
     "LAWS",
     "PROBLEMS",
     "SYMMETRIES",
+    "ChainDesign",
     "Chains",
     "Estimate",
     "LawViolation",

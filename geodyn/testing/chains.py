@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import geoopt
 import torch
@@ -31,7 +31,9 @@ from geodyn.manifolds import Manifold
 
 from .problems import DT, Potential, Reference
 
-__all__ = ["Chains", "Estimate", "IntegratorFactory", "autocorrelation_time", "run_chains"]
+__all__ = [
+    "ChainDesign", "Chains", "Estimate", "IntegratorFactory", "autocorrelation_time", "run_chains",
+]
 
 IntegratorFactory = Callable[[list[Tensor], float], torch.optim.Optimizer]
 """(params, h) -> an optimizer that samples exp(-U) on the params' manifold (tau = 1)."""
@@ -157,6 +159,17 @@ def starting_points(
     if reference.sample is not None:
         return reference.sample(chains, generator).to(DT)
     return manifold.random_point(chains, *reference.shape, dtype=DT, generator=generator)
+
+
+class ChainDesign(TypedDict, total=False):
+    """The sample design keywords of :func:`run_chains` (its defaults), which the
+    functions built on it (:func:`geodyn.testing.check_sampler`) pass through."""
+
+    chains: int
+    steps: int
+    burn: int
+    thin: int
+    seed: int
 
 
 def run_chains(

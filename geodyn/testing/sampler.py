@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from geodyn.manifolds import Manifold
 
-from .chains import IntegratorFactory, run_chains
+from .chains import ChainDesign, IntegratorFactory, run_chains
 from .problems import DT, Potential, Reference
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 __all__ = ["SamplerLawViolation", "check_sampler"]
 
@@ -25,13 +28,9 @@ def check_sampler(
     reference: Reference,
     *,
     h: float,
-    chains: int = 1000,
-    steps: int = 400,
-    burn: int = 100,
-    thin: int = 1,
     alpha: float = 1e-3,
-    seed: int = 0,
     raise_on_failure: bool = True,
+    **design: Unpack[ChainDesign],
 ) -> dict[str, Any]:
     r"""Run many chains in parallel and test their law against ``reference``.
 
@@ -51,10 +50,10 @@ def check_sampler(
         potential: U (``None``: U = 0).
         reference: the exact law (observables and their expectations).
         h: step size.
-        chains, steps, burn, thin: sample size: C chains of burn + steps steps.
+        design: the sample, as in :func:`run_chains` (its defaults): ``chains`` C,
+            ``steps``, ``burn``, ``thin`` and ``seed`` of the starting points.
         alpha: significance level of this one test (divide a family's level by the
             number of tests, Bonferroni, to control its family-wise error).
-        seed: seed of the starting points.
         raise_on_failure: raise :class:`SamplerLawViolation` when rejected.
 
     Returns:
@@ -67,10 +66,8 @@ def check_sampler(
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    run = run_chains(
-        integrator_factory, manifold, potential, reference,
-        h=h, chains=chains, steps=steps, burn=burn, thin=thin, seed=seed,
-    )
+    run = run_chains(integrator_factory, manifold, potential, reference, h=h, **design)
+    chains, steps, burn = run.series.shape[0], run.steps, run.burn
     est = run.estimate()
     exact = torch.tensor(reference.expected, dtype=DT)
     t2, p_value, dof = est.hotelling(exact)
