@@ -1,6 +1,6 @@
 """The fast paths of Riemannian SGD (``fused_momentum_step``: Oblique rows, the circle
-lift): the same iterates as the generic step, all or nothing on a fault, the generic path
-where the rows' identity would lose accuracy."""
+lift, the norm ball): the same iterates as the generic step, all or nothing on a fault,
+the generic path where the rows' identity would lose accuracy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import geodyn.functional as F
 from geodyn.integrators import NonFiniteError, RiemannianSGD
-from geodyn.manifolds import CircleLift, NeuronSpheres, Oblique
+from geodyn.manifolds import CircleLift, NeuronSpheres, NormBall, Oblique
 
 DT = torch.float64
 
@@ -34,6 +34,13 @@ class Counting(CountingWrites, Oblique):
 
     def __init__(self) -> None:
         super().__init__(radius=1.5)
+
+
+class CountingBall(CountingWrites, NormBall):
+    """The norm ball, counting the fast-path writes."""
+
+    def __init__(self) -> None:
+        super().__init__(1.3)
 
 
 class CountingLift(CountingWrites, CircleLift):
@@ -93,10 +100,35 @@ def test_circle_lift_fast_path_equals_the_rotation_step(kw, dtype):
     assert manifold.writes == 8
 
 
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_norm_ball_fast_path_equals_the_cone_step(kw, dtype):
+    """Rows pushed onto the wall and along it: the cone's projection is active."""
+    manifold = CountingBall()
+    gen = torch.Generator().manual_seed(5)
+    x0 = manifold.random_point(9, 4, dtype=DT, generator=gen).to(dtype)
+    t = 3 * torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)  # targets outside
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.2, manifold=manifold, **kw)
+    x, buf = x0, None
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=2e-5, atol=2e-5)
+    for _ in range(12):
+        param.grad = param.detach() - t
+        opt.step()
+        x, buf = F.rsgd_step(manifold, x, x - t, buf, lr=0.2, **kw)
+        torch.testing.assert_close(param.detach(), x, **tol)
+        if buf is not None:
+            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
+    assert bool(manifold.on_boundary(param.detach()).any())
+    assert float(manifold.residual(param.detach())) <= 4 * torch.finfo(dtype).eps
+    assert manifold.writes == 12
+
+
+@pytest.mark.parametrize("make", [CountingLift, CountingBall])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("where", ["grad", "buffer", "param"])
-def test_circle_lift_nonfinite_values_are_never_committed(bad, where):
-    manifold = CountingLift()
+def test_circle_lift_and_ball_paths_never_commit_nonfinite_values(make, bad, where):
+    manifold = make()
     gen = torch.Generator().manual_seed(4)
     param = torch.nn.Parameter(manifold.random_point(6, 2, dtype=DT, generator=gen))
     opt = RiemannianSGD([param], lr=0.1, momentum=0.9, manifold=manifold)

@@ -15,13 +15,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ConvergenceError, Draw, Manifold, default_atol
-from .sphere import _check_radius, _vector_shape_error, safe_norm
+from .base import ConvergenceError, Draw, FusedStep, Manifold, default_atol
+from .sphere import _check_radius, _out, _sqnorm_rows, _vector_shape_error, safe_norm
 
 __all__ = ["NormBall"]
 
 def _sqnorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
+
+
+def _dot_rows(x: Tensor, v: Tensor) -> Tensor:
+    """<x, v> over the last dimension, keepdim (a batched dot: no x * v temporary)."""
+    return torch.matmul(x.unsqueeze(-2), v.unsqueeze(-1)).squeeze(-1)
 
 
 class NormBall(Manifold):
@@ -86,6 +91,40 @@ class NormBall(Manifold):
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
         return y * (self.radius / safe_norm(y, -1)).clamp(max=1.0)
+
+    def fused_momentum_step(
+        self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
+        dampening: float,
+    ) -> FusedStep | None:
+        r"""RSGD's momentum step with the cone's projection as transport, in a few passes:
+        $b = \mu b_{old} + (1 - \delta) P_x g$ ($P_x g$ first), $y = x - \eta b$,
+        $x' = y \min(1, r/|y|)$ and $P_{x'} b$, with the row sums
+        $\langle x, x\rangle, \langle x, g\rangle, |y|^2, \langle y, b\rangle$ (so
+        $|x'|^2$ and $\langle x', b\rangle$ follow by the scale): the generic step to
+        rounding. ``checks`` holds those sums, finite only if x, g and the buffer are;
+        where $|y|^2$ overflows the generic step (with its scaled norm) runs.
+        """
+        sq = _sqnorm_rows(x)
+        gx = _dot_rows(x, g)
+        cone = torch.where(self._touches(sq, x.dtype), (gx / sq).clamp_(min=0), 0.0)
+        if old is None:
+            b = torch.addcmul(g, x, cone, value=-1)
+        else:
+            a = 1 - dampening
+            b = torch.mul(old, momentum).add_(g, alpha=a).addcmul_(x, cone, value=-a)
+        y = torch.add(x, b, alpha=-lr)
+        sy = _sqnorm_rows(y)
+        scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)
+        sq_new = sy * scale.square()
+        yb = _dot_rows(y, b).mul_(scale)  # <x', b>
+        outward = torch.where(self._touches(sq_new, x.dtype), (yb / sq_new).clamp_(min=0), 0.0)
+        checks = torch.cat((sq, gx, sy, yb), dim=-1)
+
+        def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
+            x_new = torch.mul(y, scale, **_out(x_out))
+            return x_new, torch.addcmul(b, x_new, outward, value=-1, **_out(buf_out))
+
+        return FusedStep(checks, write)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
         """y if |y| <= r, else the root nearest zero of |y + lambda x| = r.
