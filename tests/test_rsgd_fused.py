@@ -1,6 +1,6 @@
 """The fast paths of Riemannian SGD (``fused_momentum_step``: Oblique rows, the circle
-lift, the norm ball): the same iterates as the generic step, all or nothing on a fault,
-the generic path where the rows' identity would lose accuracy."""
+lift, the norm ball, the Lp sphere): the same iterates as the generic step, all or
+nothing on a fault, the generic path where the rows' identity would lose accuracy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import geodyn.functional as F
 from geodyn.integrators import NonFiniteError, RiemannianSGD
-from geodyn.manifolds import CircleLift, NeuronSpheres, NormBall, Oblique
+from geodyn.manifolds import CircleLift, LpSphere, NeuronSpheres, NormBall, Oblique
 
 DT = torch.float64
 
@@ -41,6 +41,10 @@ class CountingBall(CountingWrites, NormBall):
 
     def __init__(self) -> None:
         super().__init__(1.3)
+
+
+class CountingLp(CountingWrites, LpSphere):
+    """An Lp sphere, counting the fast-path writes."""
 
 
 class CountingLift(CountingWrites, CircleLift):
@@ -124,7 +128,30 @@ def test_norm_ball_fast_path_equals_the_cone_step(kw, dtype):
     assert manifold.writes == 12
 
 
-@pytest.mark.parametrize("make", [CountingLift, CountingBall])
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
+@pytest.mark.parametrize("p", [1.5, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lp_sphere_fast_path_equals_the_folded_step(kw, p, dtype):
+    manifold = CountingLp(p, 1.2)
+    gen = torch.Generator().manual_seed(6)
+    x0 = manifold.random_point(7, 5, dtype=DT, generator=gen).to(dtype)
+    t = torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.05, manifold=manifold, **kw)
+    x, buf = x0, None
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=2e-5, atol=2e-5)
+    for _ in range(8):
+        param.grad = _grad(param.detach(), t)
+        opt.step()
+        x, buf = F.rsgd_step(manifold, x, _grad(x, t), buf, lr=0.05, **kw)
+        torch.testing.assert_close(param.detach(), x, **tol)
+        if buf is not None:
+            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
+    assert float(manifold.residual(param.detach())) <= 8 * torch.finfo(dtype).eps
+    assert manifold.writes == 8
+
+
+@pytest.mark.parametrize("make", [CountingLift, CountingBall, lambda: CountingLp(3.0)])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("where", ["grad", "buffer", "param"])
 def test_circle_lift_and_ball_paths_never_commit_nonfinite_values(make, bad, where):

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Draw, Manifold
-from .sphere import _check_radius, _vector_shape_error, safe_norm
+from .base import ConvergenceError, Draw, FusedStep, Manifold
+from .sphere import _check_radius, _norm, _out, _vector_shape_error, safe_norm
 
 __all__ = ["LpSphere"]
 
@@ -106,6 +106,38 @@ class LpSphere(Manifold):
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
         return y * (self.radius / self._norm_p(y))
+
+    def fused_momentum_step(
+        self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
+        dampening: float,
+    ) -> FusedStep | None:
+        r"""The folded step in a few passes: $b' = \mu b_{old} + (1 - \delta) g$, the normal
+        $n = \mathrm{sign}(x) |x|^{p-1}$, the row sums $\langle n, b'\rangle$ and $|n|^2$,
+        $b = b' - c\,n$ ($c = \langle n, b'\rangle / |n|^2$), $y = x - \eta b$ and
+        $x' = r\, y / \|y\|_p$, the buffer written at the commit: the generic step to
+        rounding. ``checks`` holds the row sums and $\|y\|_p$, finite only if x, g and
+        the buffer are; where $\|y\|_p$ is 0 or overflows, the generic step (with its
+        scaled norm) runs.
+        """
+        if old is None:
+            b = g
+        elif dampening:
+            b = torch.mul(old, momentum).add_(g, alpha=1 - dampening)
+        else:
+            b = torch.add(g, old, alpha=momentum)
+        n = x.abs().pow_(self.p - 1).copysign_(x)
+        nb = torch.matmul(n.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)
+        c = nb / torch.linalg.vector_norm(n, dim=-1, keepdim=True).square_()
+        y = torch.add(x, b, alpha=-lr).addcmul_(n, c, value=lr)
+        norm = _norm(y, -1, self.p)
+        scale = norm.reciprocal().mul_(self.radius)
+        checks = torch.cat((c, norm, scale), dim=-1)
+
+        def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
+            buf = torch.addcmul(b, n, c, value=-1, **_out(buf_out))
+            return torch.mul(y, scale, **_out(x_out)), buf
+
+        return FusedStep(checks, write)
 
     # ------------------------------------------------------------------ projection
     def project(self, x: Tensor) -> Tensor:
