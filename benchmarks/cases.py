@@ -31,7 +31,7 @@ from .peers import (
 )
 
 __all__ = ["GEODYN_OPTIMIZERS", "MANIFOLDS", "Built", "Case", "applicable", "baselines",
-           "geodyn_cases", "newton_schulz_name"]
+           "geodyn_cases"]
 
 GAMMA = 1.0
 TAU = 1e-4
@@ -85,14 +85,6 @@ def _max_residual(manifold, weights: list[Tensor]) -> Residual:  # noqa: ANN001
     return residual
 
 
-def newton_schulz_name() -> str | None:
-    """The name geodyn's Stiefel gives its Newton-Schulz retraction, if it has one."""
-    from geodyn.manifolds import stiefel
-
-    names = getattr(stiefel, "RETRACTIONS", ())
-    return next((n for n in names if "newton" in n.lower() or "schulz" in n.lower()), None)
-
-
 # ----------------------------------------------------------------------------- geodyn
 @dataclass
 class ManifoldSpec:
@@ -121,9 +113,8 @@ def _manifolds() -> dict[str, ManifoldSpec]:
         "NormBall": ManifoldSpec(lambda wl: gm.NormBall(), "sphere"),
     }
     for r in STIEFEL_RETRACTIONS:
-        name = newton_schulz_name() if r == "newton-schulz" else r
         specs[f"Stiefel {r}"] = ManifoldSpec(
-            lambda wl, name=name: gm.Stiefel(retraction=name), "stiefel", drift="retract"
+            lambda wl, r=r: gm.Stiefel(retraction=r), "stiefel", drift="retract"
         )
     specs["Stiefel SHAKE"] = ManifoldSpec(
         lambda wl: gm.Stiefel(retraction="qr"), "stiefel", drift="shake"
@@ -195,11 +186,8 @@ def _geodyn_case(manifold_name: str, kind: str) -> Case:
     if kind != "BAOAB" and (stiefel or manifold_name == "Oblique rows"):
         job = {(True, True): JOB_STIEFEL_ADAM, (True, False): JOB_STIEFEL_SGD,
                (False, True): JOB_ROWS_ADAM, (False, False): JOB_ROWS_SGD}[stiefel, adam]
-    absent = None
-    if manifold_name == "Stiefel newton-schulz" and newton_schulz_name() is None:
-        absent = "geodyn's Stiefel has no Newton-Schulz retraction yet"
     return Case(f"{manifold_name} | {kind}", kind, family, build, job=job,
-                base="adam" if adam else "sgd", absent=absent)
+                base="adam" if adam else "sgd")
 
 
 def geodyn_cases(manifolds: tuple[str, ...], optimizers: tuple[str, ...]) -> list[Case]:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.cases import GEODYN_OPTIMIZERS, applicable, newton_schulz_name
+from benchmarks.cases import GEODYN_OPTIMIZERS, applicable
 from benchmarks.measure import cholesky_qr, state_bytes
 from benchmarks.models import mlp
 from benchmarks.peers import RowFloor, StiefelFloor, peers
@@ -42,9 +42,6 @@ def result() -> dict:
 def _expected_absent() -> set[str]:
     absent = {p.name for p in peers()
               if importlib.util.find_spec(p.module) is None or p.float32_only}  # float64 run
-    if newton_schulz_name() is None:
-        absent |= {f"Stiefel newton-schulz | {o}" for o in OPTIMIZERS
-                   if applicable("Stiefel newton-schulz", o)}
     return absent
 
 
