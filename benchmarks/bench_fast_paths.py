@@ -1,0 +1,86 @@
+"""Every declared RSGD fast path against the generic step, optimizer step alone.
+
+Run ``python -m benchmarks.bench_fast_paths [--steps 30] [--threads 2]``.
+
+One (1024, 784) float32 weight per manifold (the circle lift: its (1024, 784, 2) lift),
+``RiemannianSGD(lr=0.1, momentum=0.9)`` on the manifold (its fast path,
+``fused_momentum_step``) and on a subclass that declares none (the generic step), each
+timed interleaved with torch SGD-momentum (foreach) on a tensor of the same size. Prints
+the medians in ms and the ratios to SGD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from geodyn.integrators import RiemannianSGD
+from geodyn.manifolds import CircleLift, LpSphere, Manifold, NormBall, Oblique
+
+SHAPE = (1024, 784)
+Case = tuple[type[Manifold], tuple[float, ...], Callable[[Manifold], torch.Tensor]]
+
+
+def _lifted(m: Manifold) -> torch.Tensor:
+    return m.lift(0.4 * (2 * torch.rand(SHAPE) - 1))
+
+
+def _cases() -> dict[str, Case]:
+    return {
+        "Oblique rows": (Oblique, (), lambda m: m.random_point(*SHAPE)),
+        "NormBall": (NormBall, (1.0,), lambda m: m.random_point(*SHAPE)),
+        "LpSphere p=3": (LpSphere, (3.0,), lambda m: m.random_point(*SHAPE)),
+        "CircleLift": (CircleLift, (0.5,), _lifted),
+    }
+
+
+def _generic(cls: type[Manifold]) -> type[Manifold]:
+    """``cls`` without its fast path."""
+
+    def none(self: Manifold, *args: object, **kw: object) -> None:
+        return None
+
+    return type(f"Generic{cls.__name__}", (cls,), {"fused_momentum_step": none})
+
+
+def _time(steps: int, *optimizers: torch.optim.Optimizer) -> list[float]:
+    """Median ms of ``step()`` of each optimizer, interleaved."""
+    times: list[list[float]] = [[] for _ in optimizers]
+    for _ in range(steps):
+        for t, opt in zip(times, optimizers, strict=True):
+            start = time.perf_counter()
+            opt.step()
+            t.append(time.perf_counter() - start)
+    return [1e3 * statistics.median(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"{'manifold':14s} {'fast path':>10s} {'generic':>10s} {'torch SGD':>10s}   "
+          "ratios to SGD")
+    for name, (cls, params, point) in _cases().items():
+        optimizers = []
+        for manifold in (cls(*params), _generic(cls)(*params)):
+            p = torch.nn.Parameter(point(manifold))
+            p.grad = 0.01 * torch.randn_like(p)
+            optimizers.append(RiemannianSGD([p], lr=0.1, momentum=0.9, manifold=manifold))
+        flat = torch.nn.Parameter(torch.randn(optimizers[0].param_groups[0]["params"][0].shape))
+        flat.grad = 0.01 * torch.randn_like(flat)
+        optimizers.append(torch.optim.SGD([flat], lr=0.1, momentum=0.9, foreach=True))
+        _time(3, *optimizers)  # warm-up: buffers allocated
+        fused, generic, sgd = _time(args.steps, *optimizers)
+        print(f"{name:14s} {fused:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
+              f"{fused / sgd:.2f}x / {generic / sgd:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
