@@ -63,6 +63,15 @@ def all_finite(*tensors: Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
+def momentum_sum(old: Tensor | None, g: Tensor, momentum: float, dampening: float) -> Tensor:
+    """b' = mu b_old + (1 - delta) g, or g without b_old: a fast path's first pass."""
+    if old is None:
+        return g
+    if dampening:
+        return torch.mul(old, momentum).add_(g, alpha=1 - dampening)
+    return torch.add(g, old, alpha=momentum)
+
+
 @dataclass(frozen=True)
 class FusedStep:
     """A step as reductions and one write (:meth:`Manifold.fused_momentum_step`).

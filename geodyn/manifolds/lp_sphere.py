@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Draw, FusedStep, Manifold
+from .base import ConvergenceError, Draw, FusedStep, Manifold, momentum_sum
 from .sphere import _check_radius, _norm, _out, _vector_shape_error, safe_norm
 
 __all__ = ["LpSphere"]
@@ -119,12 +119,7 @@ class LpSphere(Manifold):
         the buffer are; where $\|y\|_p$ is 0 or overflows, the generic step (with its
         scaled norm) runs.
         """
-        if old is None:
-            b = g
-        elif dampening:
-            b = torch.mul(old, momentum).add_(g, alpha=1 - dampening)
-        else:
-            b = torch.add(g, old, alpha=momentum)
+        b = momentum_sum(old, g, momentum, dampening)
         n = x.abs().pow_(self.p - 1).copysign_(x)
         nb = torch.matmul(n.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)
         c = nb / torch.linalg.vector_norm(n, dim=-1, keepdim=True).square_()

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ._trace import traced
-from .base import ConvergenceError, Draw, FusedStep, Manifold
+from .base import ConvergenceError, Draw, FusedStep, Manifold, momentum_sum
 
 __all__ = ["NeuronSpheres", "Oblique", "Sphere"]
 
@@ -146,12 +146,7 @@ class Oblique(Manifold):
         """
         if self.dim != -1:
             return None
-        if old is None:
-            b = g
-        elif dampening:
-            b = torch.mul(old, momentum).add_(g, alpha=1 - dampening)
-        else:
-            b = torch.add(g, old, alpha=momentum)
+        b = momentum_sum(old, g, momentum, dampening)
         sxx = _sqnorm_rows(x)
         sxb = torch.matmul(x.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)  # no x*b temporary
         sbb = _sqnorm_rows(b)
