@@ -16,17 +16,12 @@ import torch
 from torch import Tensor
 
 from .base import ConvergenceError, Draw, FusedStep, Manifold, default_atol
-from .sphere import _check_radius, _out, _sqnorm_rows, _vector_shape_error, safe_norm
+from .sphere import _check_radius, _dot_rows, _out, _vector_shape_error, safe_norm
 
 __all__ = ["NormBall"]
 
 def _sqnorm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
-
-
-def _dot_rows(x: Tensor, v: Tensor) -> Tensor:
-    """<x, v> over the last dimension, keepdim (a batched dot: no x * v temporary)."""
-    return torch.matmul(x.unsqueeze(-2), v.unsqueeze(-1)).squeeze(-1)
 
 
 class NormBall(Manifold):
@@ -104,7 +99,7 @@ class NormBall(Manifold):
         rounding. ``checks`` holds those sums, finite only if x, g and the buffer are;
         where $|y|^2$ overflows the generic step (with its scaled norm) runs.
         """
-        sq = _sqnorm_rows(x)
+        sq = _sqnorm(x)
         gx = _dot_rows(x, g)
         cone = torch.where(self._touches(sq, x.dtype), (gx / sq).clamp_(min=0), 0.0)
         if old is None:
@@ -113,7 +108,7 @@ class NormBall(Manifold):
             a = 1 - dampening
             b = torch.mul(old, momentum).add_(g, alpha=a).addcmul_(x, cone, value=-a)
         y = torch.add(x, b, alpha=-lr)
-        sy = _sqnorm_rows(y)
+        sy = _sqnorm(y)
         scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)
         sq_new = sy * scale.square()
         yb = _dot_rows(y, b).mul_(scale)  # <x', b>

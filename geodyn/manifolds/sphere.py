@@ -52,6 +52,11 @@ def _sqnorm_rows(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
 
 
+def _dot_rows(x: Tensor, v: Tensor) -> Tensor:
+    """<x, v> over the last dimension, keepdim (a batched dot: no x * v temporary)."""
+    return torch.matmul(x.unsqueeze(-2), v.unsqueeze(-1)).squeeze(-1)
+
+
 def _out(t: Tensor | None) -> dict[str, Tensor]:
     return {} if t is None else {"out": t}
 
@@ -148,7 +153,7 @@ class Oblique(Manifold):
             return None
         b = momentum_sum(old, g, momentum, dampening)
         sxx = _sqnorm_rows(x)
-        sxb = torch.matmul(x.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)  # no x*b temporary
+        sxb = _dot_rows(x, b)
         sbb = _sqnorm_rows(b)
         c = sxb / sxx
         scale = (sbb - sxb * c).clamp_(min=0).mul_(lr * lr).add_(sxx).rsqrt_().mul_(self.radius)
