@@ -58,6 +58,22 @@ def _grad(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (x - t) + 0.4 * x**3
 
 
+def _follows_the_generic_step(manifold, x0, grad, *, lr, steps, tol, **kw):  # noqa: ANN001, ANN201
+    """RiemannianSGD on ``manifold`` against ``F.rsgd_step`` for ``steps`` steps, point and
+    buffer compared at each; the final parameter."""
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=lr, manifold=manifold, **kw)
+    x, buf = x0, None
+    for _ in range(steps):
+        param.grad = grad(param.detach())
+        opt.step()
+        x, buf = F.rsgd_step(manifold, x, grad(x), buf, lr=lr, **kw)
+        torch.testing.assert_close(param.detach(), x, **tol)
+        if buf is not None:
+            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
+    return param.detach()
+
+
 @pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
 @pytest.mark.parametrize("radii", [False, True])
 def test_fast_path_equals_the_generic_step(kw, radii):
@@ -65,17 +81,9 @@ def test_fast_path_equals_the_generic_step(kw, radii):
     manifold = NeuronSpheres(torch.rand(6, dtype=DT, generator=gen) + 0.5) if radii else Counting()
     x0 = manifold.random_point(6, 9, dtype=DT, generator=gen)
     t = torch.randn(x0.shape, dtype=DT, generator=gen)
-    param = torch.nn.Parameter(x0.clone())
-    opt = RiemannianSGD([param], lr=0.05, manifold=manifold, **kw)
-    x, buf = x0, None
-    for _ in range(8):
-        param.grad = _grad(param.detach(), t)
-        opt.step()
-        x, buf = F.rsgd_step(manifold, x, _grad(x, t), buf, lr=0.05, **kw)
-        torch.testing.assert_close(param.detach(), x, rtol=1e-13, atol=1e-13)
-        if buf is not None:
-            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf)
-    torch.testing.assert_close(manifold.constraint(param.detach()), torch.zeros(6, dtype=DT),
+    x = _follows_the_generic_step(manifold, x0, lambda x: _grad(x, t), lr=0.05, steps=8,
+                                  tol=dict(rtol=1e-13, atol=1e-13), **kw)
+    torch.testing.assert_close(manifold.constraint(x), torch.zeros(6, dtype=DT),
                                rtol=0, atol=1e-15)
     if not radii:
         assert manifold.writes == 8  # every step took the fast path
@@ -89,18 +97,10 @@ def test_circle_lift_fast_path_equals_the_rotation_step(kw, dtype):
     gen = torch.Generator().manual_seed(3)
     x0 = manifold.lift(0.69 * (2 * torch.rand(7, 5, dtype=DT, generator=gen) - 1)).to(dtype)
     t = torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)
-    param = torch.nn.Parameter(x0.clone())
-    opt = RiemannianSGD([param], lr=0.3, manifold=manifold, **kw)
-    x, buf = x0, None
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=1e-5, atol=1e-5)
-    for _ in range(8):
-        param.grad = _grad(param.detach(), t)
-        opt.step()
-        x, buf = F.rsgd_step(manifold, x, _grad(x, t), buf, lr=0.3, **kw)
-        torch.testing.assert_close(param.detach(), x, **tol)
-        if buf is not None:
-            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
-    assert float(manifold.residual(param.detach())) <= 4 * torch.finfo(dtype).eps
+    x = _follows_the_generic_step(manifold, x0, lambda x: _grad(x, t), lr=0.3, steps=8, tol=tol,
+                                  **kw)
+    assert float(manifold.residual(x)) <= 4 * torch.finfo(dtype).eps
     assert manifold.writes == 8
 
 
@@ -112,19 +112,10 @@ def test_norm_ball_fast_path_equals_the_cone_step(kw, dtype):
     gen = torch.Generator().manual_seed(5)
     x0 = manifold.random_point(9, 4, dtype=DT, generator=gen).to(dtype)
     t = 3 * torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)  # targets outside
-    param = torch.nn.Parameter(x0.clone())
-    opt = RiemannianSGD([param], lr=0.2, manifold=manifold, **kw)
-    x, buf = x0, None
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=2e-5, atol=2e-5)
-    for _ in range(12):
-        param.grad = param.detach() - t
-        opt.step()
-        x, buf = F.rsgd_step(manifold, x, x - t, buf, lr=0.2, **kw)
-        torch.testing.assert_close(param.detach(), x, **tol)
-        if buf is not None:
-            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
-    assert bool(manifold.on_boundary(param.detach()).any())
-    assert float(manifold.residual(param.detach())) <= 4 * torch.finfo(dtype).eps
+    x = _follows_the_generic_step(manifold, x0, lambda x: x - t, lr=0.2, steps=12, tol=tol, **kw)
+    assert bool(manifold.on_boundary(x).any())
+    assert float(manifold.residual(x)) <= 4 * torch.finfo(dtype).eps
     assert manifold.writes == 12
 
 
@@ -136,25 +127,17 @@ def test_lp_sphere_fast_path_equals_the_folded_step(kw, p, dtype):
     gen = torch.Generator().manual_seed(6)
     x0 = manifold.random_point(7, 5, dtype=DT, generator=gen).to(dtype)
     t = torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)
-    param = torch.nn.Parameter(x0.clone())
-    opt = RiemannianSGD([param], lr=0.05, manifold=manifold, **kw)
-    x, buf = x0, None
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=2e-5, atol=2e-5)
-    for _ in range(8):
-        param.grad = _grad(param.detach(), t)
-        opt.step()
-        x, buf = F.rsgd_step(manifold, x, _grad(x, t), buf, lr=0.05, **kw)
-        torch.testing.assert_close(param.detach(), x, **tol)
-        if buf is not None:
-            torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, **tol)
-    assert float(manifold.residual(param.detach())) <= 8 * torch.finfo(dtype).eps
+    x = _follows_the_generic_step(manifold, x0, lambda x: _grad(x, t), lr=0.05, steps=8,
+                                  tol=tol, **kw)
+    assert float(manifold.residual(x)) <= 8 * torch.finfo(dtype).eps
     assert manifold.writes == 8
 
 
 @pytest.mark.parametrize("make", [CountingLift, CountingBall, lambda: CountingLp(3.0)])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("where", ["grad", "buffer", "param"])
-def test_circle_lift_and_ball_paths_never_commit_nonfinite_values(make, bad, where):
+def test_elementwise_fast_paths_never_commit_nonfinite_values(make, bad, where):
     manifold = make()
     gen = torch.Generator().manual_seed(4)
     param = torch.nn.Parameter(manifold.random_point(6, 2, dtype=DT, generator=gen))
