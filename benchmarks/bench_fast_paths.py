@@ -4,9 +4,9 @@ Run ``python -m benchmarks.bench_fast_paths [--steps 30] [--threads 2]``.
 
 One (1024, 784) float32 weight per manifold (the circle lift: its (1024, 784, 2) lift),
 ``RiemannianSGD(lr=0.1, momentum=0.9)`` on the manifold (its fast path,
-``fused_momentum_step``) and on a subclass that declares none (the generic step), each
-timed interleaved with torch SGD-momentum (foreach) on a tensor of the same size. Prints
-the medians in ms and the ratios to SGD.
+``fused_momentum_step``, eager and with ``compiled=True``) and on a subclass that declares
+none (the generic step), each timed interleaved with torch SGD-momentum (foreach) on a
+tensor of the same size. Prints the medians in ms and the ratios to SGD.
 """
 
 from __future__ import annotations
@@ -62,21 +62,23 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"{'manifold':14s} {'fast path':>10s} {'generic':>10s} {'torch SGD':>10s}   "
-          "ratios to SGD")
+    print(f"{'manifold':14s} {'fast path':>10s} {'compiled':>10s} {'generic':>10s} "
+          f"{'torch SGD':>10s}   ratios to SGD")
     for name, (cls, params, point) in _cases().items():
         optimizers = []
-        for manifold in (cls(*params), _generic(cls)(*params)):
+        for manifold, compiled in ((cls(*params), False), (cls(*params), True),
+                                   (_generic(cls)(*params), False)):
             p = torch.nn.Parameter(point(manifold))
             p.grad = 0.01 * torch.randn_like(p)
-            optimizers.append(RiemannianSGD([p], lr=0.1, momentum=0.9, manifold=manifold))
+            optimizers.append(RiemannianSGD([p], lr=0.1, momentum=0.9, manifold=manifold,
+                                            compiled=compiled))
         flat = torch.nn.Parameter(torch.randn(optimizers[0].param_groups[0]["params"][0].shape))
         flat.grad = 0.01 * torch.randn_like(flat)
         optimizers.append(torch.optim.SGD([flat], lr=0.1, momentum=0.9, foreach=True))
-        _time(3, *optimizers)  # warm-up: buffers allocated
-        fused, generic, sgd = _time(args.steps, *optimizers)
-        print(f"{name:14s} {fused:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
-              f"{fused / sgd:.2f}x / {generic / sgd:.2f}x")
+        _time(3, *optimizers)  # warm-up: buffers allocated, kernels compiled
+        fused, compiled, generic, sgd = _time(args.steps, *optimizers)
+        print(f"{name:14s} {fused:8.2f}ms {compiled:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
+              f"{fused / sgd:.2f}x / {compiled / sgd:.2f}x / {generic / sgd:.2f}x")
 
 
 if __name__ == "__main__":

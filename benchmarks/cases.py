@@ -152,9 +152,10 @@ def _geodyn_optimizer(
 
 def applicable(manifold_name: str, kind: str) -> bool:
     """Whether the pair is a case: a SHAKE drift exists only in the splitting integrators;
-    the compiled step only where the manifold's transport is linear (the lazy momentum)."""
+    the compiled step on the row manifolds (their fast paths) and Stiefel qr."""
     if kind == "RSGD compiled":
-        return manifold_name in ("Oblique rows", "LpSphere p=3", "Stiefel qr")
+        return manifold_name in ("Oblique rows", "CircleLift", "LpSphere p=3", "NormBall",
+                                 "Stiefel qr")
     if manifold_name == "Stiefel newton-schulz":
         return kind in ("RSGD", "BAOAB")
     return kind == "BAOAB" or manifold_name != "Stiefel SHAKE"

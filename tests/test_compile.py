@@ -147,10 +147,22 @@ def test_docs_page_examples_run():
     assert max(geodyn.residuals(model).values()) < 1e-6
 
 
-@pytest.mark.parametrize("manifold", [Oblique(dim=-1), geodyn.LpSphere(3.0)], ids=str)
-def test_riemannian_sgd_compiled_equals_eager(manifold: geodyn.Manifold) -> None:
+@pytest.mark.parametrize(
+    ("manifold", "shape"),
+    [
+        (Oblique(dim=-1), (16, 6)),  # each with a fast path, compiled as one kernel
+        (geodyn.LpSphere(3.0), (16, 6)),
+        (geodyn.NormBall(1.0), (16, 6)),
+        (geodyn.CircleLift(0.5), (16, 6, 2)),
+        (Stiefel(), (6, 3)),  # none: the compiled functional step
+    ],
+    ids=lambda v: str(v) if isinstance(v, geodyn.Manifold) else "",
+)
+def test_riemannian_sgd_compiled_equals_eager(
+    manifold: geodyn.Manifold, shape: tuple[int, ...]
+) -> None:
     gen = torch.Generator().manual_seed(5)
-    x0 = manifold.random_point(16, 6, dtype=torch.float64, generator=gen)
+    x0 = manifold.random_point(*shape, dtype=torch.float64, generator=gen)
     grads = [torch.randn(x0.shape, dtype=torch.float64, generator=gen) for _ in range(STEPS)]
     params = {}
     for compiled in (False, True):
@@ -166,3 +178,30 @@ def test_riemannian_sgd_compiled_equals_eager(manifold: geodyn.Manifold) -> None
     assert not torch.allclose(x_comp, x0, atol=1e-3)
     torch.testing.assert_close(x_comp, x_eager, rtol=0, atol=1e-12)
     torch.testing.assert_close(b_comp, b_eager, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("manifold", "shape"),
+    [(Oblique(dim=-1), (5, 4)), (geodyn.NormBall(1.0), (5, 4)),
+     (geodyn.CircleLift(0.5), (5, 4, 2))],
+    ids=lambda v: str(v) if isinstance(v, geodyn.Manifold) else "",
+)
+@pytest.mark.parametrize("where", ["grad", "buffer", "param"])
+def test_compiled_fast_path_never_commits_nonfinite_values(
+    manifold: geodyn.Manifold, shape: tuple[int, ...], where: str
+) -> None:
+    gen = torch.Generator().manual_seed(3)
+    param = nn.Parameter(manifold.random_point(*shape, dtype=torch.float64, generator=gen))
+    opt = geodyn.RiemannianSGD([param], lr=0.1, momentum=0.9, manifold=manifold,
+                               compiled=True)
+    param.grad = torch.randn(param.shape, dtype=torch.float64, generator=gen)
+    opt.step()
+    param.grad = torch.randn(param.shape, dtype=torch.float64, generator=gen)
+    target = {"grad": param.grad, "buffer": opt.state[param]["momentum_buffer"],
+              "param": param.data}[where]
+    target[2, 1] = float("nan")
+    before = param.detach().clone(), opt.state[param]["momentum_buffer"].clone()
+    with pytest.raises(geodyn.NonFiniteError):
+        opt.step()
+    torch.testing.assert_close(param.detach(), before[0], equal_nan=True)
+    torch.testing.assert_close(opt.state[param]["momentum_buffer"], before[1], equal_nan=True)

@@ -51,11 +51,11 @@ class RiemannianSGD(GeometricOptimizer):
         weight_decay: w, adds w x to the gradient before projection.
         manifold: the manifold of groups that name none (by default each parameter's,
             :func:`~geodyn.integrators.manifold_of`).
-        compiled: run the step (:func:`geodyn.functional.rsgd_step`) as one
-            ``torch.compile``-d function per stack instead of eagerly. The finiteness
-            check and the commit stay eager, so a step is still all or nothing. The
-            first steps compile (seconds). Eager steps take the manifold's fast path
-            where it declares one (``fused_momentum_step``: the unit-row spheres).
+        compiled: run the step as one ``torch.compile``-d function per stack instead
+            of eagerly: the manifold's fast path (``fused_momentum_step``) where it
+            declares one and applies, else :func:`geodyn.functional.rsgd_step`. The
+            finiteness check and the commit stay eager, so a step is still all or
+            nothing. The first steps compile (seconds per shape and dtype).
     """
 
     def __init__(
@@ -84,6 +84,9 @@ class RiemannianSGD(GeometricOptimizer):
         super().__init__(params, defaults, nonfinite=nonfinite, seed=seed, generator=generator)
         self.compiled = bool(compiled)
         self._step = torch.compile(rsgd_step) if compiled else rsgd_step
+        # lazy: compile only when called
+        self._fused_checks = torch.compile(_fused_checks)
+        self._fused_write = torch.compile(_fused_write)
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -131,29 +134,75 @@ class RiemannianSGD(GeometricOptimizer):
     def _fused(self, stack: Stack, x: Tensor, g: Tensor, old: Tensor | None) -> Proposal | None:
         """The manifold's fast path (:meth:`~geodyn.manifolds.Manifold.fused_momentum_step`)
         where it applies: a step with no Nesterov momentum and no weight decay of one
-        parameter the stack views in place, not compiled. Its finiteness
-        check is that of the few row sums the step computes anyway (a NaN or Inf entry of
-        x, the gradient or the buffer reaches them); where one is not finite the generic
-        path runs, with its entrywise checks. Nothing is written until the commit.
+        parameter the stack views in place. Its finiteness check is that of the few row
+        sums the step computes anyway (a NaN or Inf entry of x, the gradient or the
+        buffer reaches them); where one is not finite the generic path runs, with its
+        entrywise checks. Nothing is written until the commit, which writes the step
+        into the parameter and its buffer.
+
+        Compiled, the proposal is one kernel of the row sums and the commit a second
+        that computes them again and writes in place (:func:`_fused_write`).
         """
         group, manifold = stack.group, stack.manifold
-        if self.compiled or group["nesterov"] or group["weight_decay"] or not stack.in_place:
+        if group["nesterov"] or group["weight_decay"] or not stack.in_place:
             return None
         mu = group["momentum"]
-        fused = manifold.fused_momentum_step(
-            x, g, old, lr=group["lr"], momentum=mu, dampening=group["dampening"]
-        )
-        if fused is None or not bool(torch.isfinite(fused.checks).all()):
-            return None
+        hyper = dict(lr=group["lr"], momentum=mu, dampening=group["dampening"])
         (param,) = stack.params
+        state = self.state[param]
+        if self.compiled:
+            checks = self._fused_checks(manifold, x, g, old, **hyper)
+            fused = None
+        else:
+            fused = manifold.fused_momentum_step(x, g, old, **hyper)
+            checks = None if fused is None else fused.checks
+        if checks is None or not bool(torch.isfinite(checks).all()):
+            return None
 
         def write() -> None:
-            if not mu:
-                fused.write(x, None)
-                return
-            state = self.state[param]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.empty_like(param)
-            fused.write(x, local(state["momentum_buffer"]).view(x.shape))
+            buf = None
+            if mu:
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.empty_like(param)
+                buf = local(state["momentum_buffer"]).view(x.shape)
+            if fused is not None:
+                fused.write(x, buf)
+            elif not bool(self._fused_write(manifold, x, g, buf, old is not None, **hyper)):
+                raise RuntimeError(
+                    f"the compiled fast path of {manifold.name} found non-finite row sums "
+                    "that its proposal found finite, and wrote nothing; run eagerly "
+                    "(compiled=False)"
+                )
 
         return Proposal(stack, None, write=write)
+
+
+def _fused_checks(
+    manifold: Any, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
+    dampening: float,
+) -> Tensor | None:
+    """The checks of the manifold's fast path, or None if it has none."""
+    fused = manifold.fused_momentum_step(x, g, old, lr=lr, momentum=momentum,
+                                         dampening=dampening)
+    return None if fused is None else fused.checks
+
+
+def _fused_write(
+    manifold: Any, x: Tensor, g: Tensor, buf: Tensor | None, continued: bool, *, lr: float,
+    momentum: float, dampening: float,
+) -> Tensor:
+    """The fast path's step written into ``x`` and the buffer ``buf`` (the old one read
+    first where ``continued``, else none), computed again from its inputs so that one
+    compiled kernel reads them once for the sums and once for the write, allocating
+    nothing. The write is guarded by its own checks: where one is not finite, ``x`` and
+    ``buf`` keep their values. Returns whether all were finite.
+    """
+    old = buf if continued else None
+    fused = manifold.fused_momentum_step(x, g, old, lr=lr, momentum=momentum,
+                                         dampening=dampening)
+    ok = torch.isfinite(fused.checks).all()
+    x_new, b = fused.write(None, None)
+    if buf is not None:
+        buf.copy_(torch.where(ok, b, buf))
+    x.copy_(torch.where(ok, x_new, x))
+    return ok

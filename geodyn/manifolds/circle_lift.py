@@ -121,13 +121,18 @@ class CircleLift(Sphere):
         checks = torch.add(s, scale)
 
         def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
-            x_new = torch.empty_like(x) if x_out is None else x_out
-            buf = torch.empty_like(x) if buf_out is None else buf_out
-            torch.mul(b0, cos, out=buf[..., 0]).addcmul_(b1, sin, value=-1)
-            torch.mul(b1, cos, out=buf[..., 1]).addcmul_(b0, sin)
-            torch.mul(q_new, scale, out=x_new[..., 0])
-            torch.mul(xi_new, scale, out=x_new[..., 1])
-            return x_new, buf
+            # into new tensors by stacking (no writes through views: compilable), else
+            # into the given ones pair by pair
+            if buf_out is None:
+                buf_out = torch.stack((b0 * cos - b1 * sin, b1 * cos + b0 * sin), dim=-1)
+            else:
+                torch.mul(b0, cos, out=buf_out[..., 0]).addcmul_(b1, sin, value=-1)
+                torch.mul(b1, cos, out=buf_out[..., 1]).addcmul_(b0, sin)
+            if x_out is None:
+                return torch.stack((q_new * scale, xi_new * scale), dim=-1), buf_out
+            torch.mul(q_new, scale, out=x_out[..., 0])
+            torch.mul(xi_new, scale, out=x_out[..., 1])
+            return x_out, buf_out
 
         return FusedStep(checks, write)
 
