@@ -84,9 +84,10 @@ class RiemannianSGD(GeometricOptimizer):
         super().__init__(params, defaults, nonfinite=nonfinite, seed=seed, generator=generator)
         self.compiled = bool(compiled)
         self._step = torch.compile(rsgd_step) if compiled else rsgd_step
-        # lazy: compile only when called
-        self._fused_checks = torch.compile(_fused_checks)
-        self._fused_write = torch.compile(_fused_write)
+        # torch.compile imports dynamo (seconds): only for a compiled optimizer
+        self._fused_kernels = (
+            (torch.compile(_fused_checks), torch.compile(_fused_write)) if compiled else None
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -149,9 +150,9 @@ class RiemannianSGD(GeometricOptimizer):
         mu = group["momentum"]
         hyper = dict(lr=group["lr"], momentum=mu, dampening=group["dampening"])
         (param,) = stack.params
-        state = self.state[param]
-        if self.compiled:
-            checks = self._fused_checks(manifold, x, g, old, **hyper)
+        if self._fused_kernels is not None:
+            fused_checks, fused_write = self._fused_kernels
+            checks = fused_checks(manifold, x, g, old, **hyper)
             fused = None
         else:
             fused = manifold.fused_momentum_step(x, g, old, **hyper)
@@ -162,12 +163,13 @@ class RiemannianSGD(GeometricOptimizer):
         def write() -> None:
             buf = None
             if mu:
+                state = self.state[param]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.empty_like(param)
                 buf = local(state["momentum_buffer"]).view(x.shape)
             if fused is not None:
                 fused.write(x, buf)
-            elif not bool(self._fused_write(manifold, x, g, buf, old is not None, **hyper)):
+            elif not bool(fused_write(manifold, x, g, buf, old is not None, **hyper)):
                 raise RuntimeError(
                     f"the compiled fast path of {manifold.name} found non-finite row sums "
                     "that its proposal found finite, and wrote nothing; run eagerly "
