@@ -20,7 +20,15 @@ from torch import Tensor
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
 from .base import ConvergenceError, Draw, FusedStep, Manifold, momentum_sum
-from .sphere import _check_radius, _dot_rows, _norm, _out, _vector_shape_error, safe_norm
+from .sphere import (
+    _check_radius,
+    _dot_rows,
+    _norm,
+    _out,
+    _sqnorm_rows,
+    _vector_shape_error,
+    safe_norm,
+)
 
 __all__ = ["LpSphere"]
 
@@ -122,7 +130,7 @@ class LpSphere(Manifold):
         b = momentum_sum(old, g, momentum, dampening)
         n = x.abs().pow_(self.p - 1).copysign_(x)
         nb = _dot_rows(n, b)
-        c = nb / torch.linalg.vector_norm(n, dim=-1, keepdim=True).square_()
+        c = nb / _sqnorm_rows(n)
         y = torch.add(x, b, alpha=-lr).addcmul_(n, c, value=lr)
         norm = _norm(y, -1, self.p)
         scale = norm.reciprocal().mul_(self.radius)
