@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
 import pytest
 import scipy.linalg
 import torch
+from hypothesis import given, settings
 
 from geodyn.manifolds import ConvergenceError, Stiefel, msign, polar_newton_schulz
+from geodyn.manifolds._tol import solver_tol
 from geodyn.manifolds.orthogonalize import COEFFICIENTS
 
 
@@ -152,3 +155,48 @@ def test_stiefel_newton_schulz_obeys_every_law(shape, dtype):
     report = check_manifold(Stiefel("newton-schulz"), shape, dtype)
     assert report["worst"]["residual"] <= report["tolerance"]["residual"]
     assert report["worst"]["retract rate (min)"] >= 3.0
+
+
+class _CountProducts(torch.overrides.TorchFunctionMode):
+    """Counts the matrix products (``@``, ``matmul``) called inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.products = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__):
+            self.products += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_polar_newton_schulz_skips_the_gram_its_bound_certifies(dtype):
+    # a small retraction step: E_0 = V^T V; (3 e^2 + e^3)/4 <= tol/4 after one step, so the
+    # Gram matrix of X + V and that step are the only products
+    x, y = _retraction_start(dtype, 1e-2 if dtype == torch.float32 else 1e-5)
+    with _CountProducts() as counter:
+        out = polar_newton_schulz(y)
+    assert counter.products == 2
+    assert float(Stiefel().residual(out)) <= solver_tol(dtype, 64)
+    assert float((out.double() - _svd_polar(y)).abs().max()) < 64 * torch.finfo(dtype).eps
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 40),
+    p=st.integers(1, 40),
+    log_step=st.floats(-6.0, 0.5),
+    double=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_polar_newton_schulz_meets_its_tolerance_from_any_retraction_start(
+    n, p, log_step, double, seed
+):
+    # whichever way it stops (computed residual or the recurrence's bound), the frame
+    # returned has max |X^T X - I| <= tol, the default tolerance of its dtype and size
+    dtype = torch.float64 if double else torch.float32
+    n, p = max(n, p), min(n, p)
+    _, y = _retraction_start(dtype, 10.0**log_step, n=n, p=p, seed=seed)
+    x = polar_newton_schulz(y)
+    assert float(Stiefel().residual(x)) <= solver_tol(dtype, n)
