@@ -28,8 +28,9 @@ class _MatrixLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def matrix(self) -> Tensor:
-        """The (out, fan_in) weight matrix the layer applies."""
-        return self.weight[..., 0] if self.lift else self.weight
+        """The (out, fan_in) weight matrix the layer applies (lifted: q, contiguous as
+        ``CircleLift.weight`` gives it)."""
+        return self.weight[..., 0].contiguous() if self.lift else self.weight
 
 
 class MatrixLinear(_MatrixLayer):

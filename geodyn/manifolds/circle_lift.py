@@ -57,8 +57,10 @@ class CircleLift(Sphere):
         return torch.stack([q, xi], dim=-1)
 
     def weight(self, z: Tensor) -> Tensor:
-        """The weights q = z[..., 0]."""
-        return z[..., 0]
+        """The weights q = z[..., 0], as a contiguous copy: a layer's matrix products take
+        it as it is, where a strided view would be copied by each of them, forward and
+        backward."""
+        return z[..., 0].contiguous()
 
     # A pair (q, xi) is the complex number z = q + i xi; T_z M = {i z t : t real}. Every
     # verb below is elementwise in z (no reduction over a length-2 axis).
@@ -98,8 +100,9 @@ class CircleLift(Sphere):
         $b = \mu b_{old} + (1 - \delta)\, i z t_g$ ($i z t_g$ on the first step), its
         coordinate $s = \mathrm{Im}(\bar z b) / |z|^2$, then $z' = r\,\hat{(z e^{-i \eta s})}$
         and $b e^{-i \eta s}$: the generic step (projection, rotation of point and buffer)
-        with no complex temporaries. ``checks`` is $s + r/|z e^{-i\eta s}|$ per weight,
-        finite only if x, g and the buffer are. Half precisions have no fast path.
+        with no complex temporaries. ``checks`` is $\sum (s + r/|z e^{-i\eta s}|)$ over the
+        last weight axis, finite only if x, g and the buffer are (a sum that overflows is
+        not finite either, and sends the step to the generic path). Half precisions have no fast path.
         """
         if x.dtype not in (torch.float32, torch.float64):
             return None
@@ -118,7 +121,7 @@ class CircleLift(Sphere):
         q_new = torch.mul(q, cos).addcmul_(xi, sin, value=-1)
         xi_new = torch.mul(xi, cos).addcmul_(q, sin)
         scale = norm2.copy_(q_new).mul_(q_new).addcmul_(xi_new, xi_new).rsqrt_().mul_(self.radius)
-        checks = torch.add(s, scale)
+        checks = torch.add(s, scale).sum(-1)
 
         def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
             # into new tensors by stacking (no writes through views: compilable), else
