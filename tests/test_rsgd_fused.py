@@ -1,6 +1,7 @@
 """The fast paths of Riemannian SGD (``fused_momentum_step``: Oblique rows, the circle
-lift, the norm ball, the Lp sphere): the same iterates as the generic step, all or
-nothing on a fault, the generic path where the rows' identity would lose accuracy."""
+lift, the norm ball, the Lp sphere, Stiefel with the qr retraction): the same iterates
+as the generic step, all or nothing on a fault, the generic path where the fast path's
+accuracy would not hold."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 import geodyn.functional as F
 from geodyn.integrators import NonFiniteError, RiemannianSGD
-from geodyn.manifolds import CircleLift, LpSphere, NeuronSpheres, NormBall, Oblique
+from geodyn.manifolds import CircleLift, LpSphere, NeuronSpheres, NormBall, Oblique, Stiefel
 
 DT = torch.float64
 
@@ -21,6 +22,8 @@ class CountingWrites:
 
     def fused_momentum_step(self, *args, **kw):  # noqa: ANN002, ANN003, ANN201
         fused = super().fused_momentum_step(*args, **kw)
+        if fused is None:
+            return None
 
         def write(x_out, buf_out):  # noqa: ANN001, ANN202
             self.writes += 1
@@ -52,6 +55,10 @@ class CountingLift(CountingWrites, CircleLift):
 
     def __init__(self) -> None:
         super().__init__(0.7)
+
+
+class CountingStiefel(CountingWrites, Stiefel):
+    """Stiefel (qr retraction), counting the fast-path writes."""
 
 
 def _grad(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -134,7 +141,43 @@ def test_lp_sphere_fast_path_equals_the_folded_step(kw, p, dtype):
     assert manifold.writes == 8
 
 
-@pytest.mark.parametrize("make", [CountingLift, CountingBall, lambda: CountingLp(3.0)])
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
+@pytest.mark.parametrize("shape", [(9, 4), (3, 6, 6)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_stiefel_fast_path_equals_the_folded_qr_step(kw, shape, dtype):
+    manifold = CountingStiefel()
+    gen = torch.Generator().manual_seed(7)
+    x0 = manifold.random_point(*shape, dtype=DT, generator=gen).to(dtype)
+    t = torch.randn(x0.shape, dtype=DT, generator=gen).to(dtype)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == DT else dict(rtol=2e-5, atol=2e-5)
+    x = _follows_the_generic_step(manifold, x0, lambda x: _grad(x, t), lr=0.05, steps=8,
+                                  tol=tol, **kw)
+    assert float(manifold.residual(x)) <= 64 * torch.finfo(dtype).eps
+    assert manifold.writes == 8
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale"), [((4, 9), 1.0), ((9, 4), 30.0)], ids=["wide", "ill-conditioned"]
+)
+def test_stiefel_steps_outside_the_fast_path_take_the_generic_step(shape, scale):
+    # wide frames have no fast path; a step that leaves X - lr b with kappa^2 above the
+    # one-pass bound needs CholeskyQR2 (the generic retraction)
+    manifold = CountingStiefel()
+    gen = torch.Generator().manual_seed(8)
+    x0 = manifold.random_point(*shape, dtype=DT, generator=gen)
+    g = scale * torch.randn(x0.shape, dtype=DT, generator=gen)
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.1, momentum=0.9, manifold=manifold)
+    param.grad = g
+    opt.step()
+    assert manifold.writes == 0
+    expected, _ = F.rsgd_step(manifold, x0, g, lr=0.1, momentum=0.9)
+    torch.testing.assert_close(param.detach(), expected, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "make", [CountingLift, CountingBall, lambda: CountingLp(3.0), CountingStiefel]
+)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("where", ["grad", "buffer", "param"])
 def test_elementwise_fast_paths_never_commit_nonfinite_values(make, bad, where):

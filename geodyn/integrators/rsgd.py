@@ -51,11 +51,13 @@ class RiemannianSGD(GeometricOptimizer):
         weight_decay: w, adds w x to the gradient before projection.
         manifold: the manifold of groups that name none (by default each parameter's,
             :func:`~geodyn.integrators.manifold_of`).
-        compiled: run the step as one ``torch.compile``-d function per stack instead
+        compiled: run the step as ``torch.compile``-d functions per stack instead
             of eagerly: the manifold's fast path (``fused_momentum_step``) where it
-            declares one and applies, else :func:`geodyn.functional.rsgd_step`. The
-            finiteness check and the commit stay eager, so a step is still all or
-            nothing. The first steps compile (seconds per shape and dtype).
+            declares an entrywise one (``fused_entrywise``) and it applies, the eager
+            fast path where it declares one of matrix work (Stiefel), else
+            :func:`geodyn.functional.rsgd_step`. The finiteness check and the commit
+            stay eager, so a step is still all or nothing. The first steps compile
+            (seconds per shape and dtype).
     """
 
     def __init__(
@@ -141,8 +143,10 @@ class RiemannianSGD(GeometricOptimizer):
         entrywise checks. Nothing is written until the commit, which writes the step
         into the parameter and its buffer.
 
-        Compiled, the proposal is one kernel of the row sums and the commit a second
-        that computes them again and writes in place (:func:`_fused_write`).
+        Compiled, an entrywise fast path (``manifold.fused_entrywise``) is one kernel of
+        the row sums for the proposal and a second for the commit, which computes them
+        again and writes in place (:func:`_fused_write`); another (Stiefel's matrix
+        products and factorisations) runs eagerly.
         """
         group, manifold = stack.group, stack.manifold
         if group["nesterov"] or group["weight_decay"] or not stack.in_place:
@@ -150,7 +154,7 @@ class RiemannianSGD(GeometricOptimizer):
         mu = group["momentum"]
         hyper = dict(lr=group["lr"], momentum=mu, dampening=group["dampening"])
         (param,) = stack.params
-        if self._fused_kernels is not None:
+        if self._fused_kernels is not None and manifold.fused_entrywise:
             fused_checks, fused_write = self._fused_kernels
             checks = fused_checks(manifold, x, g, old, **hyper)
             fused = None

@@ -145,6 +145,10 @@ class Manifold(geoopt.Manifold):
             circle lift).
         symmetries: names of linear group actions every verb commutes with
             (see ``geodyn.testing.SYMMETRIES``), checked by the law suite.
+        fused_entrywise: ``True`` when :meth:`fused_momentum_step` is entrywise work and
+            reductions only, so that a compiled commit computes it again more cheaply
+            than it stores it (``RiemannianSGD(compiled=True)``); default ``False``, and a
+            fast path of matrix products and factorisations (Stiefel) runs eagerly.
     """
 
     ndim: int = 0
@@ -154,6 +158,7 @@ class Manifold(geoopt.Manifold):
     linear_transport: bool = True
     lifted: bool = False
     symmetries: tuple[str, ...] = ()
+    fused_entrywise: bool = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -102,7 +102,8 @@ class CircleLift(Sphere):
         and $b e^{-i \eta s}$: the generic step (projection, rotation of point and buffer)
         with no complex temporaries. ``checks`` is $\sum (s + r/|z e^{-i\eta s}|)$ over the
         last weight axis, finite only if x, g and the buffer are (a sum that overflows is
-        not finite either, and sends the step to the generic path). Half precisions have no fast path.
+        not finite either, and sends the step to the generic path). Half precisions have
+        no fast path.
         """
         if x.dtype not in (torch.float32, torch.float64):
             return None

@@ -64,6 +64,7 @@ class LpSphere(Manifold):
 
     ndim = 1
     name = "LpSphere"
+    fused_entrywise = True
     symmetries = ("signed_permutation_last",)
 
     def __init__(

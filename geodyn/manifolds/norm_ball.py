@@ -43,6 +43,7 @@ class NormBall(Manifold):
 
     ndim = 1
     name = "NormBall"
+    fused_entrywise = True
     is_inequality = True
     linear_transport = False  # the tangent cone's projection is not linear
     project_is_nearest = True

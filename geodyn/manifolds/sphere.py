@@ -92,6 +92,7 @@ class Oblique(Manifold):
 
     ndim = 2
     name = "Oblique"
+    fused_entrywise = True
     project_is_nearest = True
 
     def __init__(self, radius: float = 1.0, dim: int = -1) -> None:
