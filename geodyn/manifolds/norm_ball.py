@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ConvergenceError, Draw, FusedStep, Manifold, default_atol
+from .base import ConvergenceError, Draw, FusedStep, Manifold, default_atol, momentum_sum
 from .sphere import _check_radius, _dot_rows, _out, _vector_shape_error, safe_norm
 
 __all__ = ["NormBall"]
@@ -106,8 +106,7 @@ class NormBall(Manifold):
         if old is None:
             b = torch.addcmul(g, x, cone, value=-1)
         else:
-            a = 1 - dampening
-            b = torch.mul(old, momentum).add_(g, alpha=a).addcmul_(x, cone, value=-a)
+            b = momentum_sum(old, g, momentum, dampening).addcmul_(x, cone, value=dampening - 1)
         y = torch.add(x, b, alpha=-lr)
         sy = _sqnorm(y)
         scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)
