@@ -111,9 +111,10 @@ class Oblique(Manifold):
         """A point's entries couple along the sphere axis only."""
         return (self.dim,)
 
-    # x . v along the sphere axis, kept for broadcasting
+    # x . v along the sphere axis, kept for broadcasting: one pass, no temporary x * v
     def _dot(self, x: Tensor, v: Tensor) -> Tensor:
-        return (x * v).sum(dim=self.dim, keepdim=True)
+        dtype = torch.promote_types(x.dtype, v.dtype)
+        return torch.linalg.vecdot(x.to(dtype), v.to(dtype), dim=self.dim).unsqueeze(self.dim)
 
     def constraint(self, x: Tensor) -> Tensor:
         r2 = self.radius**2
