@@ -154,7 +154,7 @@ def test_docs_page_examples_run():
         (geodyn.LpSphere(3.0), (16, 6)),
         (geodyn.NormBall(1.0), (16, 6)),
         (geodyn.CircleLift(0.5), (16, 6, 2)),
-        (Stiefel(), (6, 3)),  # none: the compiled functional step
+        (Stiefel(), (6, 3)),  # its fast path, eagerly (fused_entrywise = False)
     ],
     ids=lambda v: str(v) if isinstance(v, geodyn.Manifold) else "",
 )

@@ -142,7 +142,7 @@ def test_lp_sphere_fast_path_equals_the_folded_step(kw, p, dtype):
 
 
 @pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
-@pytest.mark.parametrize("shape", [(9, 4), (3, 6, 6)])
+@pytest.mark.parametrize("shape", [(9, 4), (3, 6, 6), (2, 9, 4)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_stiefel_fast_path_equals_the_folded_qr_step(kw, shape, dtype):
     manifold = CountingStiefel()
@@ -235,3 +235,25 @@ def test_a_step_too_long_for_the_identity_takes_the_generic_path():
     assert manifold.writes == 0
     expected, _ = F.rsgd_step(manifold, x0, g, lr=0.1)
     torch.testing.assert_close(param.detach(), expected, rtol=0, atol=0)
+
+
+def test_compiled_stiefel_takes_its_fast_path_eagerly():
+    # fused_entrywise = False: the compiled kernels (which would compute the products and
+    # the factorisation twice) are never called; the eager fast path writes each step
+    manifold = CountingStiefel()
+    gen = torch.Generator().manual_seed(9)
+    x0 = manifold.random_point(9, 4, dtype=DT, generator=gen)
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.05, momentum=0.9, manifold=manifold, compiled=True)
+
+    def refuse(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a compiled fast-path kernel ran for Stiefel")
+
+    opt._fused_kernels = (refuse, refuse)
+    x, buf = x0, None
+    for _ in range(3):
+        param.grad = _grad(param.detach(), x0)
+        opt.step()
+        x, buf = F.rsgd_step(manifold, x, _grad(x, x0), buf, lr=0.05, momentum=0.9)
+    assert manifold.writes == 3
+    torch.testing.assert_close(param.detach(), x, rtol=1e-12, atol=1e-12)

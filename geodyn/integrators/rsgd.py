@@ -137,9 +137,10 @@ class RiemannianSGD(GeometricOptimizer):
     def _fused(self, stack: Stack, x: Tensor, g: Tensor, old: Tensor | None) -> Proposal | None:
         """The manifold's fast path (:meth:`~geodyn.manifolds.Manifold.fused_momentum_step`)
         where it applies: a step with no Nesterov momentum and no weight decay of one
-        parameter the stack views in place. Its finiteness check is that of the few row
-        sums the step computes anyway (a NaN or Inf entry of x, the gradient or the
-        buffer reaches them); where one is not finite the generic path runs, with its
+        parameter the stack views in place. Its finiteness check is that of the few
+        numbers the step computes anyway (row sums, Stiefel's diag(R): a NaN or Inf entry
+        of x, the gradient or the buffer reaches them); where one is not finite the
+        generic path runs, with its
         entrywise checks. Nothing is written until the commit, which writes the step
         into the parameter and its buffer.
 

@@ -120,8 +120,8 @@ def polar_newton_schulz(
     $e = |E|_\infty$, the largest absolute row sum, which bounds every entry. When that
     bound is at most ``tol / 4`` the iteration stops after the step, leaving the rest of
     ``tol`` to the step's rounding, and skips the product $X^H X$ that would only confirm
-    it. A retraction from an orthonormal X (E = V^H V) typically takes two products: the
-    Gram matrix of X + V and one step.
+    it. A small retraction step from an orthonormal X (E = V^H V) takes two products:
+    the Gram matrix of X + V and one step (float32, 64 x 16: |V|_F = 0.01).
 
     Under ``torch.compile`` or ``torch.func.vmap`` (no host sync) all ``maxiter``
     iterations run (an orthonormal frame is a fixed point) and the residual check is
