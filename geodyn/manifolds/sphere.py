@@ -111,10 +111,9 @@ class Oblique(Manifold):
         """A point's entries couple along the sphere axis only."""
         return (self.dim,)
 
-    # x . v along the sphere axis, kept for broadcasting: one pass, no temporary x * v
+    # x . v along the sphere axis, kept for broadcasting
     def _dot(self, x: Tensor, v: Tensor) -> Tensor:
-        dtype = torch.promote_types(x.dtype, v.dtype)
-        return torch.linalg.vecdot(x.to(dtype), v.to(dtype), dim=self.dim).unsqueeze(self.dim)
+        return (x * v).sum(dim=self.dim, keepdim=True)
 
     def constraint(self, x: Tensor) -> Tensor:
         r2 = self.radius**2
