@@ -19,6 +19,7 @@ from ._roots import newton
 from ._tol import check_solver_args, solver_tol
 from .base import FusedStep, Manifold, all_finite, momentum_sum
 from .orthogonalize import polar_newton_schulz
+from .sphere import _out
 
 __all__ = ["Stiefel"]
 
@@ -49,6 +50,19 @@ def _eye_like(a: Tensor) -> Tensor:
 _KAPPA2_ONE_PASS = 2.0
 
 
+def _gram_cholesky(y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """L with L L^T = Y^T Y (L = R^T), whether the factorisation failed, and kappa^2(Y)
+    estimated from diag(L) (a lower bound, max/min of diag(L)^2), per matrix."""
+    factor, info = torch.linalg.cholesky_ex(y.mT @ y)
+    d = torch.diagonal(factor, dim1=-2, dim2=-1)
+    return factor, info != 0, (d.amax(-1) / d.amin(-1)).square()
+
+
+def _orthonormal_factor(factor: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+    """Q = Y L^{-T}: the triangular solve of CholeskyQR (into ``out`` when given)."""
+    return torch.linalg.solve_triangular(factor.mT, y, upper=True, left=False, **_out(out))
+
+
 def _cholesky_qr(y: Tensor) -> Tensor | None:
     r"""Q of Y = Q R (diag R > 0) from R^T R = Y^T Y: one Gram matrix, a Cholesky
     factorisation and a triangular solve (CholeskyQR).
@@ -58,12 +72,10 @@ def _cholesky_qr(y: Tensor) -> Tensor | None:
     Returns ``None`` when Y^T Y is numerically singular (Cholesky fails).
     """
     for attempt in range(2):
-        factor, info = torch.linalg.cholesky_ex(y.mT @ y)
-        if bool((info != 0).any()):
+        factor, failed, kappa2 = _gram_cholesky(y)
+        if bool(failed.any()):
             return None
-        d = torch.diagonal(factor, dim1=-2, dim2=-1)
-        kappa2 = (d.amax(-1) / d.amin(-1)).square()
-        y = torch.linalg.solve_triangular(factor.mT, y, upper=True, left=False)
+        y = _orthonormal_factor(factor, y)
         if attempt == 1 or not bool((kappa2 > _KAPPA2_ONE_PASS).any()):
             break
     return y
@@ -252,15 +264,12 @@ class Stiefel(Frames):
         b = momentum_sum(old, g, momentum, dampening)
         buf = _minus_product(b, x, _sym(x.mT @ b))
         y = torch.add(x, buf, alpha=-lr)
-        factor, info = torch.linalg.cholesky_ex(y.mT @ y)
-        d = torch.diagonal(factor, dim1=-2, dim2=-1)
-        poor = (d.amax(-1) / d.amin(-1)).square() > _KAPPA2_ONE_PASS
-        checks = d.masked_fill((poor | (info != 0)).unsqueeze(-1), float("nan"))
+        factor, failed, kappa2 = _gram_cholesky(y)
+        generic = (failed | (kappa2 > _KAPPA2_ONE_PASS)).unsqueeze(-1)
+        checks = torch.diagonal(factor, dim1=-2, dim2=-1).masked_fill(generic, float("nan"))
 
         def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
-            x_new = torch.linalg.solve_triangular(
-                factor.mT, y, upper=True, left=False, **({} if x_out is None else {"out": x_out})
-            )
+            x_new = _orthonormal_factor(factor, y, x_out)
             return x_new, buf if buf_out is None else buf_out.copy_(buf)
 
         return FusedStep(checks, write)
