@@ -1,4 +1,4 @@
-"""Every declared RSGD fast path against the generic step, optimizer step alone.
+"""Every declared fast path against the generic step, optimizer step alone.
 
 Run ``python -m benchmarks.bench_fast_paths [--steps 30] [--threads 2]``.
 
@@ -7,6 +7,11 @@ One (1024, 784) float32 weight per manifold (the circle lift: its (1024, 784, 2)
 ``fused_momentum_step``, eager and with ``compiled=True``) and on a subclass that declares
 none (the generic step), each timed interleaved with torch SGD-momentum (foreach) on a
 tensor of the same size. Prints the medians in ms and the ratios to SGD.
+
+Then ``Constrained(torch.optim.Adam(lr=1e-3, foreach=True))`` on Oblique rows with its
+in-place gradient projection and put-back (``fused_proj_tangent_``, ``fused_put_back``)
+and on the subclass without them, interleaved with torch Adam on a tensor of the same
+size.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from geodyn.integrators import RiemannianSGD
+from geodyn.integrators import Constrained, RiemannianSGD
 from geodyn.manifolds import CircleLift, LpSphere, Manifold, NormBall, Oblique
 
 SHAPE = (1024, 784)
@@ -39,9 +44,9 @@ def _cases() -> dict[str, Case]:
 
 
 def _generic(cls: type[Manifold]) -> type[Manifold]:
-    """``cls`` without its fast path (the base class's: none declared)."""
-    return type(f"Generic{cls.__name__}", (cls,),
-                {"fused_momentum_step": Manifold.fused_momentum_step})
+    """``cls`` without its fast paths (the base class's: none declared)."""
+    verbs = ("fused_momentum_step", "fused_proj_tangent_", "fused_put_back")
+    return type(f"Generic{cls.__name__}", (cls,), {v: getattr(Manifold, v) for v in verbs})
 
 
 def _time(steps: int, *optimizers: torch.optim.Optimizer) -> list[float]:
@@ -79,6 +84,28 @@ def main() -> None:
         fused, compiled, generic, sgd = _time(args.steps, *optimizers)
         print(f"{name:14s} {fused:8.2f}ms {compiled:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
               f"{fused / sgd:.2f}x / {compiled / sgd:.2f}x / {generic / sgd:.2f}x")
+    _constrained_adam(args.steps)
+
+
+def _constrained_adam(steps: int) -> None:
+    """Constrained(Adam) on Oblique rows, in place and generic, against torch Adam."""
+    optimizers: list[torch.optim.Optimizer] = []
+    for manifold in (Oblique(), _generic(Oblique)()):
+        p = torch.nn.Parameter(manifold.random_point(*SHAPE))
+        base = torch.optim.Adam([{"params": [p], "manifold": manifold}], lr=1e-3, foreach=True)
+        optimizers.append(Constrained(base))
+    optimizers.append(torch.optim.Adam([torch.nn.Parameter(torch.randn(SHAPE))], lr=1e-3,
+                                       foreach=True))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = 0.01 * torch.randn_like(p)
+    _time(3, *optimizers)
+    fused, generic, adam = _time(steps, *optimizers)
+    print(f"\n{'Constrained(Adam)':18s} {'in place':>10s} {'generic':>10s} {'torch Adam':>10s}"
+          "   ratios to Adam")
+    print(f"{'Oblique rows':18s} {fused:8.2f}ms {generic:8.2f}ms {adam:8.2f}ms   "
+          f"{fused / adam:.2f}x / {generic / adam:.2f}x")
 
 
 if __name__ == "__main__":

@@ -170,10 +170,17 @@ class Constrained(OptimizerWrapper):
         for s in self._constrained():
             x = s.gather([saved_x[p] for p in s.params])
             stacked = [p.grad for p in s.params]
+            g = _view(s, stacked)  # type: ignore[arg-type]
+            checks = None if g is None else s.manifold.fused_proj_tangent_(x, g)
+            if checks is not None:
+                check_finite(s, checks, "the Riemannian gradient")
+                continue
             rgrad = s.manifold.proj_tangent(x, s.gather(stacked))  # type: ignore[arg-type]
             torch._foreach_copy_([local(g) for g in stacked], s.scatter(rgrad))  # type: ignore[arg-type]
 
     def _put_back(self, stack: Stack, x_old: Tensor) -> None:
+        if self._fused_put_back(stack, x_old):
+            return
         manifold = stack.manifold
         stepped = stack.gather(stack.params)
         check_finite(stack, stepped, "the base optimizer's new value")
@@ -184,13 +191,7 @@ class Constrained(OptimizerWrapper):
         check_finite(stack, x_new, "the new value")
         dst, src = [local(p.data) for p in stack.params], stack.scatter(x_new)
         states = [self.state[p] for p in stack.params]
-        floats = [local(v) for st in states for v in st.values() if _is_float_tensor(v)]
-        if not all_finite(*floats):
-            raise NonFiniteError(
-                f"the base optimizer's new state of the parameter(s) on {manifold!r} has NaN "
-                "or Inf entries (e.g. a squared gradient overflowed); lower the learning rate "
-                "or clip the gradient (nonfinite='skip' skips such steps)"
-            )
+        _check_state(stack, states)
         for key in sorted(self.tangent_state):
             if not all(_is_vector_of(self.state[p].get(key), p) for p in stack.params):
                 continue
@@ -206,6 +207,50 @@ class Constrained(OptimizerWrapper):
                 dst.extend(local(st[second]) for st in states)
                 src.extend(stack.scatter(variance.addcmul_(moved, moved)))
         torch._foreach_copy_(dst, src)
+
+
+    def _fused_put_back(self, stack: Stack, x_old: Tensor) -> bool:
+        """The manifold's in-place put-back (:meth:`~geodyn.manifolds.Manifold.fused_put_back`)
+        where it applies: ``put_back="retract"``, one parameter the stack views in place,
+        tangent state viewed in place too and no centred second moment. The base's state
+        is checked first; the put-back's checks are the few numbers it computes anyway (a
+        NaN or Inf entry of the old point or of the base's result reaches them): where one
+        is not finite the step fails and the wrapper restores its copies. Returns whether
+        it ran.
+        """
+        if self.put_back != "retract" or not stack.in_place:
+            return False
+        (p,) = stack.params
+        state = self.state[p]
+        keys = [k for k in sorted(self.tangent_state) if _is_vector_of(state.get(k), p)]
+        if any(_is_vector_of(state.get(_CENTRED.get(k)), p) for k in keys):
+            return False
+        y = _view(stack, [p])
+        vectors = [_view(stack, [state[k]]) for k in keys]
+        if y is None or any(v is None for v in vectors):
+            return False
+        _check_state(stack, [state])
+        checks = stack.manifold.fused_put_back(x_old, y, vectors)  # type: ignore[arg-type]
+        if checks is None:
+            return False
+        check_finite(stack, checks, "the base optimizer's new value, put back")
+        return True
+
+
+def _view(stack: Stack, tensors: list[Tensor]) -> Tensor | None:
+    """``stack.gather(tensors)`` if it is a view of the one tensor given, else None."""
+    g = stack.gather(tensors)
+    return g if len(tensors) == 1 and g.data_ptr() == local(tensors[0]).data_ptr() else None
+
+
+def _check_state(stack: Stack, states: list[dict[str, Any]]) -> None:
+    floats = [local(v) for st in states for v in st.values() if _is_float_tensor(v)]
+    if not all_finite(*floats):
+        raise NonFiniteError(
+            f"the base optimizer's new state of the parameter(s) on {stack.manifold!r} has "
+            "NaN or Inf entries (e.g. a squared gradient overflowed); lower the learning "
+            "rate or clip the gradient (nonfinite='skip' skips such steps)"
+        )
 
 
 def _is_float_tensor(value: Any) -> bool:

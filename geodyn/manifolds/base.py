@@ -16,7 +16,7 @@ optimizers unchanged.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,26 @@ class Manifold(geoopt.Manifold):
         rotation). It is split into what the step computes before writing (nothing is
         written yet) and one elementwise write, so that a caller can check ``checks``
         first and then write $x'$ and $b$ straight into the parameter and its buffer.
+        """
+        return None
+
+    def fused_proj_tangent_(self, x: Tensor, v: Tensor) -> Tensor | None:
+        r"""Fast path of $v \leftarrow P_x v$ in place, or ``None`` (the default: none
+        declared, nothing written).
+
+        Returns checks: a small tensor, all finite only if x and v were finite and the
+        written $P_x v$ is (``Constrained``'s gradient projection).
+        """
+        return None
+
+    def fused_put_back(self, x: Tensor, y: Tensor, vectors: Sequence[Tensor]) -> Tensor | None:
+        r"""Fast path of ``Constrained``'s put-back in place, or ``None`` (the default:
+        none declared, nothing written).
+
+        $y \leftarrow R_x\big(P_x(y - x)\big)$, then each $v$ of ``vectors``
+        $\leftarrow \mathcal{T}_{x \to y} v$ (:meth:`transp`, to the new y). Returns checks:
+        a small tensor, all finite only if x, y and the vectors were finite and every
+        written value is.
         """
         return None
 

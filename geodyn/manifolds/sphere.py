@@ -12,6 +12,7 @@ relative radius error to first order. With n the normal x:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -154,7 +155,7 @@ class Oblique(Manifold):
         $\eta^2 \langle b',b'\rangle \le \langle x,x\rangle$, where its rounding stays at
         the order of a plain norm's; columns (``dim=-2``) have no fast path.
         """
-        if self.dim != -1:
+        if not self._rows_fused():
             return None
         b = momentum_sum(old, g, momentum, dampening)
         sxx = _sqnorm_rows(x)
@@ -171,6 +172,40 @@ class Oblique(Manifold):
             return x_new, buf
 
         return FusedStep(checks, write)
+
+    def fused_proj_tangent_(self, x: Tensor, v: Tensor) -> Tensor | None:
+        r"""Rows: $c = \langle x,v\rangle / \langle x,x\rangle$, then $v \leftarrow v - c\,x$
+        in place; the checks are c (a NaN or Inf entry of x or v, or a zero row of x,
+        reaches it, and $|c\,x| \le |v|$)."""
+        if not self._rows_fused():
+            return None
+        c = _dot_rows(x, v).div_(_sqnorm_rows(x))
+        v.addcmul_(x, c, value=-1)
+        return c
+
+    def fused_put_back(self, x: Tensor, y: Tensor, vectors: Sequence[Tensor]) -> Tensor | None:
+        r"""Rows, in place: with $c = \langle x,y\rangle / \langle x,x\rangle - 1$ the point
+        before the retraction is $x + P_x(y - x) = y - c\,x$; then
+        $y \leftarrow r\,(y - c\,x)/|y - c\,x|$ (the retraction's own norm) and
+        $v \leftarrow P_{y}v$ for each vector. The checks are c and the vectors' own (a NaN
+        or Inf entry of x, y or a vector, a zero row, reaches them)."""
+        if not self._rows_fused():
+            return None
+        c = _dot_rows(x, y).div_(_sqnorm_rows(x)).sub_(1)
+        y.addcmul_(x, c, value=-1)
+        y.mul_(self.radius / safe_norm(y, -1))
+        moved = [self.fused_proj_tangent_(y, v) for v in vectors]
+        return torch.cat([c, *moved], dim=-1)  # type: ignore[list-item]
+
+    def _rows_fused(self) -> bool:
+        """Whether the fast paths apply: rows (``dim=-1``), with the verbs they rewrite
+        (``proj_tangent``, ``retract``, ``transp``) Oblique's own. A subclass that
+        overrides one (the circle lift) takes the generic path unless it declares its own."""
+        cls = type(self)
+        return self.dim == -1 and all(
+            getattr(cls, verb) is getattr(Oblique, verb)
+            for verb in ("proj_tangent", "retract", "transp")
+        )
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """Exact geodesic: cos(|u|/r) x + r sin(|u|/r) u/|u| (x on M, u tangent)."""
