@@ -19,13 +19,14 @@ import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
+from ..manifolds.base import rattle_owned
 
 __all__ = ["drift", "kick", "ou_coefficients", "retract_drift", "thermostat"]
 
 
 def kick(manifold: Manifold, x: Tensor, p: Tensor, grad: Tensor, h: float) -> Tensor:
     """B: p' = rattle_x(p - h grad) (``grad`` already holds any weight decay)."""
-    return manifold.rattle(x, torch.add(p, grad, alpha=-h))
+    return rattle_owned(manifold, x, torch.add(p, grad, alpha=-h))
 
 
 def drift(
@@ -82,7 +83,7 @@ def thermostat(
     if project is None:
         project = manifold.linear_transport
     if noise is None or sigma == 0:
-        return manifold.rattle(x, torch.mul(p, c)) if project else torch.mul(p, c)
+        return rattle_owned(manifold, x, torch.mul(p, c)) if project else torch.mul(p, c)
     if project:
-        return manifold.rattle(x, torch.add(torch.mul(noise, sigma), p, alpha=c))
+        return rattle_owned(manifold, x, torch.mul(p, c).add_(noise, alpha=sigma))
     return manifold.proj_tangent(x, noise).mul_(sigma).add_(p, alpha=c)

@@ -31,6 +31,7 @@ __all__ = [
     "Manifold",
     "all_finite",
     "default_atol",
+    "rattle_owned",
     "shake_drift",
 ]
 
@@ -222,7 +223,9 @@ class Manifold(geoopt.Manifold):
         declared, nothing written).
 
         Returns checks: a small tensor, all finite only if x and v were finite and the
-        written $P_x v$ is (``Constrained``'s gradient projection).
+        written $P_x v$ is (``Constrained``'s gradient projection). It is RATTLE's in-place
+        form too (the splitting letters on momenta they made): a manifold whose
+        :meth:`rattle` is not its ``proj_tangent`` declares none.
         """
         return None
 
@@ -421,4 +424,10 @@ def shake_drift(
     """
     x_new = manifold.shake(x, torch.add(x, p, alpha=h))
     p_new = torch.sub(x_new, x).div_(h)
-    return x_new, manifold.rattle(x_new, p_new) if rattle else p_new
+    return x_new, rattle_owned(manifold, x_new, p_new) if rattle else p_new
+
+
+def rattle_owned(manifold: Manifold, x: Tensor, v: Tensor) -> Tensor:
+    """rattle_x(v) for a v the caller made and may overwrite: in place where the manifold
+    declares the fused form (:meth:`Manifold.fused_proj_tangent_`), else ``manifold.rattle``."""
+    return v if manifold.fused_proj_tangent_(x, v) is not None else manifold.rattle(x, v)

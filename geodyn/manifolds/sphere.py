@@ -199,12 +199,13 @@ class Oblique(Manifold):
 
     def _rows_fused(self) -> bool:
         """Whether the fast paths apply: rows (``dim=-1``), with the verbs they rewrite
-        (``proj_tangent``, ``retract``, ``transp``) Oblique's own. A subclass that
-        overrides one (the circle lift) takes the generic path unless it declares its own."""
+        (``proj_tangent``, ``rattle``, ``retract``, ``transp``) Oblique's own. A subclass
+        that overrides one (the circle lift) takes the generic path unless it declares its
+        own."""
         cls = type(self)
         return self.dim == -1 and all(
             getattr(cls, verb) is getattr(Oblique, verb)
-            for verb in ("proj_tangent", "retract", "transp")
+            for verb in ("proj_tangent", "rattle", "retract", "transp")
         )
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:

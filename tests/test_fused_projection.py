@@ -1,11 +1,13 @@
-"""Constrained's in-place fast paths on rows (Manifold.fused_proj_tangent_ and
-fused_put_back) against the generic put-back they rewrite, and their guards."""
+"""The in-place projection on rows (Manifold.fused_proj_tangent_, fused_put_back):
+Constrained's gradient projection and put-back and the splitting letters' RATTLE against
+the generic verbs they rewrite, and their guards."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import geodyn.functional as F
 from geodyn.integrators import Constrained, NonFiniteError
 from geodyn.manifolds import CircleLift, NeuronSpheres, Oblique, Sphere
 
@@ -136,3 +138,27 @@ def test_a_nonfinite_base_result_is_never_committed(where, bad, mode):
     assert torch.equal(x.detach(), before)
     for key, value in state.items():
         assert torch.equal(opt.state[x][key], value), key
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_splitting_letters_rattle_in_place_as_the_generic_rattle(name):
+    """kick, drift and thermostat on rows RATTLE the momenta they made in place; each
+    equals the generic RATTLE's result, and the inputs are left as they were."""
+    fast, generic = TWINS[name]
+    g = torch.Generator().manual_seed(1)
+    x = fast().random_point(6, 5, dtype=F64, generator=g)
+    p, grad, noise = (torch.randn(6, 5, dtype=F64, generator=g) for _ in range(3))
+    inputs = [t.clone() for t in (x, p, grad, noise)]
+    m_fast, m_gen = fast(), generic()
+    pairs = [
+        (F.kick(m_fast, x, p, grad, 0.1), F.kick(m_gen, x, p, grad, 0.1)),
+        (F.drift(m_fast, x, p, 0.05)[1], F.drift(m_gen, x, p, 0.05)[1]),
+        (F.thermostat(m_fast, x, p, noise, h=0.1, gamma=1.0, tau=0.5, project=True),
+         F.thermostat(m_gen, x, p, noise, h=0.1, gamma=1.0, tau=0.5, project=True)),
+        (F.thermostat(m_fast, x, p, None, h=0.1, gamma=1.0, tau=0.0, project=True),
+         F.thermostat(m_gen, x, p, None, h=0.1, gamma=1.0, tau=0.0, project=True)),
+    ]
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+    for before, now in zip(inputs, (x, p, grad, noise), strict=True):
+        assert torch.equal(before, now)
