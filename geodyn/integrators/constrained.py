@@ -208,12 +208,11 @@ class Constrained(OptimizerWrapper):
                 src.extend(stack.scatter(variance.addcmul_(moved, moved)))
         torch._foreach_copy_(dst, src)
 
-
     def _fused_put_back(self, stack: Stack, x_old: Tensor) -> bool:
         """The manifold's in-place put-back (:meth:`~geodyn.manifolds.Manifold.fused_put_back`)
         where it applies: ``put_back="retract"``, one parameter the stack views in place,
-        tangent state viewed in place too and no centred second moment. The base's state
-        is checked first; the put-back's checks are the few numbers it computes anyway (a
+        tangent state viewed in place too and no centred second moment. Then the base's
+        state is checked, and the put-back's checks, the few numbers it computes anyway (a
         NaN or Inf entry of the old point or of the base's result reaches them): where one
         is not finite the step fails and the wrapper restores its copies. Returns whether
         it ran.
@@ -229,10 +228,10 @@ class Constrained(OptimizerWrapper):
         vectors = [_view(stack, [state[k]]) for k in keys]
         if y is None or any(v is None for v in vectors):
             return False
-        _check_state(stack, [state])
         checks = stack.manifold.fused_put_back(x_old, y, vectors)  # type: ignore[arg-type]
         if checks is None:
             return False
+        _check_state(stack, [state])
         check_finite(stack, checks, "the base optimizer's new value, put back")
         return True
 
