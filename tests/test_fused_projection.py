@@ -162,3 +162,20 @@ def test_splitting_letters_rattle_in_place_as_the_generic_rattle(name):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
     for before, now in zip(inputs, (x, p, grad, noise), strict=True):
         assert torch.equal(before, now)
+
+
+@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("twin", [0, 1])
+def test_a_zero_row_raises_and_changes_nothing(name, twin):
+    """A zero row has no tangent space: both paths raise, with no tangent state to move
+    (plain SGD), and leave the weight as it was."""
+    manifold = TWINS[name][twin]()
+    x = torch.nn.Parameter(manifold.random_point(6, 5, dtype=F64))
+    with torch.no_grad():
+        x[2] = 0.0
+    opt = Constrained(torch.optim.SGD([{"params": [x], "manifold": manifold}], lr=0.1))
+    (x**3).sum().backward()
+    before = x.detach().clone()
+    with pytest.raises(NonFiniteError):
+        opt.step()
+    assert torch.equal(x.detach(), before)

@@ -187,15 +187,17 @@ class Oblique(Manifold):
         r"""Rows, in place: with $c = \langle x,y\rangle / \langle x,x\rangle - 1$ the point
         before the retraction is $x + P_x(y - x) = y - c\,x$; then
         $y \leftarrow r\,(y - c\,x)/|y - c\,x|$ (the retraction's own norm) and
-        $v \leftarrow P_{y}v$ for each vector. The checks are c and the vectors' own (a NaN
-        or Inf entry of x, y or a vector, a zero row, reaches them)."""
+        $v \leftarrow P_{y}v$ for each vector. The checks are c, the scale $r/|y - c\,x|$ and
+        the vectors' own (a NaN or Inf entry of x, y or a vector, a zero row, reaches
+        them)."""
         if not self._rows_fused():
             return None
         c = _dot_rows(x, y).div_(_sqnorm_rows(x)).sub_(1)
         y.addcmul_(x, c, value=-1)
-        y.mul_(self.radius / safe_norm(y, -1))
+        scale = self.radius / safe_norm(y, -1)
+        y.mul_(scale)
         moved = [self.fused_proj_tangent_(y, v) for v in vectors]
-        return torch.cat([c, *moved], dim=-1)  # type: ignore[list-item]
+        return torch.cat([c, scale, *moved], dim=-1)  # type: ignore[list-item]
 
     def _rows_fused(self) -> bool:
         """Whether the fast paths apply: rows (``dim=-1``), with the verbs they rewrite
