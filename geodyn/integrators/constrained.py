@@ -169,14 +169,14 @@ class Constrained(OptimizerWrapper):
             )
         for s in self._constrained():
             x = s.gather([saved_x[p] for p in s.params])
-            stacked = [p.grad for p in s.params]
-            g = _view(s, stacked)  # type: ignore[arg-type]
-            checks = None if g is None else s.manifold.fused_proj_tangent_(x, g)
+            stacked: list[Tensor] = [p.grad for p in s.params]  # type: ignore[misc]
+            g = s.gather(stacked)
+            checks = s.manifold.fused_proj_tangent_(x, g) if _aliases(g, stacked) else None
             if checks is not None:
                 check_finite(s, checks, "the Riemannian gradient")
                 continue
-            rgrad = s.manifold.proj_tangent(x, s.gather(stacked))  # type: ignore[arg-type]
-            torch._foreach_copy_([local(g) for g in stacked], s.scatter(rgrad))  # type: ignore[arg-type]
+            rgrad = s.manifold.proj_tangent(x, g)
+            torch._foreach_copy_([local(grad) for grad in stacked], s.scatter(rgrad))
 
     def _put_back(self, stack: Stack, x_old: Tensor) -> None:
         if self._fused_put_back(stack, x_old):
@@ -224,11 +224,11 @@ class Constrained(OptimizerWrapper):
         keys = [k for k in sorted(self.tangent_state) if _is_vector_of(state.get(k), p)]
         if any(_is_vector_of(state.get(_CENTRED.get(k)), p) for k in keys):
             return False
-        y = _view(stack, [p])
-        vectors = [_view(stack, [state[k]]) for k in keys]
-        if y is None or any(v is None for v in vectors):
+        y = stack.gather([p])  # a view of p: stack.in_place
+        vectors = [stack.gather([state[k]]) for k in keys]
+        if not all(_aliases(v, [state[k]]) for v, k in zip(vectors, keys, strict=True)):
             return False
-        checks = stack.manifold.fused_put_back(x_old, y, vectors)  # type: ignore[arg-type]
+        checks = stack.manifold.fused_put_back(x_old, y, vectors)
         if checks is None:
             return False
         _check_state(stack, [state])
@@ -236,10 +236,10 @@ class Constrained(OptimizerWrapper):
         return True
 
 
-def _view(stack: Stack, tensors: list[Tensor]) -> Tensor | None:
-    """``stack.gather(tensors)`` if it is a view of the one tensor given, else None."""
-    g = stack.gather(tensors)
-    return g if len(tensors) == 1 and g.data_ptr() == local(tensors[0]).data_ptr() else None
+def _aliases(gathered: Tensor, tensors: list[Tensor]) -> bool:
+    """Whether ``gathered`` (a stack's gather of ``tensors``) is a view of the one tensor
+    given, so that writing into it writes into that tensor."""
+    return len(tensors) == 1 and gathered.data_ptr() == local(tensors[0]).data_ptr()
 
 
 def _check_state(stack: Stack, states: list[dict[str, Any]]) -> None:
