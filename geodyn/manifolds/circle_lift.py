@@ -95,47 +95,47 @@ class CircleLift(Sphere):
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
         dampening: float,
     ) -> FusedStep | None:
-        r"""The rotation-transport momentum step, elementwise on the pairs: the tangent
-        coordinate $t_g = \mathrm{Im}(\bar z g) / |z|^2$, the buffer
-        $b = \mu b_{old} + (1 - \delta)\, i z t_g$ ($i z t_g$ on the first step), its
-        coordinate $s = \mathrm{Im}(\bar z b) / |z|^2$, then $z' = r\,\hat{(z e^{-i \eta s})}$
-        and $b e^{-i \eta s}$: the generic step (projection, rotation of point and buffer)
-        with no complex temporaries. ``checks`` is $\sum (s + r/|z e^{-i\eta s}|)$ over the
-        last weight axis, finite only if x, g and the buffer are (a sum that overflows is
-        not finite either, and sends the step to the generic path). Half precisions have
-        no fast path.
+        r"""The rotation-transport momentum step, elementwise on the pairs. A tangent
+        vector at z is $i z \beta$ with one real coordinate
+        $\beta = \mathrm{Im}(\bar z b) / |z|^2$, so the buffer
+        $b = \mu b_{old} + (1 - \delta)\, i z t_g$ ($i z t_g$ on the first step) has
+        $\beta = \mu \beta_{old} + (1 - \delta) t_g$, with
+        $t_g = \mathrm{Im}(\bar z g) / |z|^2$. Then $w = z e^{-i \eta \beta}$,
+        $z' = r\, w / |w|$ and the buffer carried along, $i w \beta$: the generic step
+        (projection, rotation of point and buffer) on the coordinate, with no complex
+        temporaries. ``checks`` is $\sum \beta + \sum r/|w|$ over the last weight axis,
+        finite only if x, g and the buffer are (a sum that overflows is not finite either,
+        and sends the step to the generic path). Half precisions have no fast path.
         """
         if x.dtype not in (torch.float32, torch.float64):
             return None
         q, xi = x[..., 0], x[..., 1]
         norm2 = torch.mul(q, q).addcmul_(xi, xi)
-        t = torch.mul(q, g[..., 1]).addcmul_(xi, g[..., 0], value=-1).div_(norm2)
-        if old is None:
-            b0, b1, s = torch.mul(xi, t).neg_(), torch.mul(q, t), t
-        else:
-            t.mul_(1 - dampening)
-            b0 = torch.mul(old[..., 0], momentum).addcmul_(xi, t, value=-1)
-            b1 = torch.mul(old[..., 1], momentum).addcmul_(q, t)
-            s = torch.mul(q, b1).addcmul_(xi, b0, value=-1).div_(norm2)
-        angle = torch.mul(s, -lr)
-        cos, sin = torch.cos(angle), angle.sin_()
-        q_new = torch.mul(q, cos).addcmul_(xi, sin, value=-1)
-        xi_new = torch.mul(xi, cos).addcmul_(q, sin)
-        scale = norm2.copy_(q_new).mul_(q_new).addcmul_(xi_new, xi_new).rsqrt_().mul_(self.radius)
-        checks = torch.add(s, scale).sum(-1)
+        beta = torch.mul(q, g[..., 1]).addcmul_(xi, g[..., 0], value=-1)  # |z|^2 t_g
+        if old is not None:
+            beta.mul_(1 - dampening).addcmul_(q, old[..., 1], value=momentum)
+            beta.addcmul_(xi, old[..., 0], value=-momentum)
+        beta.div_(norm2)
+        sin = torch.mul(beta, -lr)
+        cos = torch.cos(sin)
+        sin.sin_()
+        w_q = torch.mul(q, cos).addcmul_(xi, sin, value=-1)
+        w_xi = cos.mul_(xi).addcmul_(q, sin)
+        scale = norm2.copy_(w_q).mul_(w_q).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
+        checks = beta.sum(-1).add_(scale.sum(-1))
 
         def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
             # into new tensors by stacking (no writes through views: compilable), else
-            # into the given ones pair by pair
+            # into the given ones pair by pair; the buffer first (x_out may be x)
             if buf_out is None:
-                buf_out = torch.stack((b0 * cos - b1 * sin, b1 * cos + b0 * sin), dim=-1)
+                buf_out = torch.stack((-w_xi * beta, w_q * beta), dim=-1)
             else:
-                torch.mul(b0, cos, out=buf_out[..., 0]).addcmul_(b1, sin, value=-1)
-                torch.mul(b1, cos, out=buf_out[..., 1]).addcmul_(b0, sin)
+                torch.mul(w_xi, beta, out=buf_out[..., 0]).neg_()
+                torch.mul(w_q, beta, out=buf_out[..., 1])
             if x_out is None:
-                return torch.stack((q_new * scale, xi_new * scale), dim=-1), buf_out
-            torch.mul(q_new, scale, out=x_out[..., 0])
-            torch.mul(xi_new, scale, out=x_out[..., 1])
+                return torch.stack((w_q * scale, w_xi * scale), dim=-1), buf_out
+            torch.mul(w_q, scale, out=x_out[..., 0])
+            torch.mul(w_xi, scale, out=x_out[..., 1])
             return x_out, buf_out
 
         return FusedStep(checks, write)
