@@ -111,6 +111,26 @@ def test_circle_lift_fast_path_equals_the_rotation_step(kw, dtype):
     assert manifold.writes == 8
 
 
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2)])
+def test_circle_lift_fast_path_carries_a_buffers_normal_part(kw):
+    """A stored buffer off the tangent line (one loaded from half precision, say): the
+    generic step rotates its normal part along, and so must the fast path."""
+    manifold = CountingLift()
+    gen = torch.Generator().manual_seed(4)
+    x0 = manifold.lift(0.69 * (2 * torch.rand(7, 5, dtype=DT, generator=gen) - 1))
+    old = torch.randn(x0.shape, dtype=DT, generator=gen)
+    grad = torch.randn(x0.shape, dtype=DT, generator=gen)
+    param = torch.nn.Parameter(x0.clone())
+    opt = RiemannianSGD([param], lr=0.3, manifold=manifold, **kw)
+    opt.state[param]["momentum_buffer"] = old.clone()
+    param.grad = grad
+    opt.step()
+    x, buf = F.rsgd_step(manifold, x0, grad, old, lr=0.3, **kw)
+    assert manifold.writes == 1
+    torch.testing.assert_close(param.detach(), x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(opt.state[param]["momentum_buffer"], buf, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2), {}])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_norm_ball_fast_path_equals_the_cone_step(kw, dtype):

@@ -1,8 +1,8 @@
 r"""The circle lift: each weight q bounded, |q| <= r, through (q, xi) with q^2 + xi^2 = r^2.
 
-A point is a batch of circles of radius r in the plane (q, xi) (last dimension 2),
-computed with as the complex number z = q + i xi. The tangent space at z is the line
-i z R; P_z v = i z t with t = Im(conj(z) v) / |z|^2. The drift is the exact rotation
+A point is a batch of circles of radius r in the plane (q, xi) (last dimension 2): the
+complex number z = q + i xi, computed on its real halves. The tangent space at z is the
+line i z R; P_z v = i z t with t = Im(conj(z) v) / |z|^2. The drift is the exact rotation
 R_z(v) = z e^{i t} (the geodesic: the angle |P_z v| / r = |t|), and ``retr_transp``
 rotates the velocity with the point (parallel transport on a circle).
 """
@@ -63,75 +63,92 @@ class CircleLift(Sphere):
         return z[..., 0].contiguous()
 
     # A pair (q, xi) is the complex number z = q + i xi; T_z M = {i z t : t real}. Every
-    # verb below is elementwise in z (no reduction over a length-2 axis).
-    def _angle(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """z and t = Im(conj(z) v) / |z|^2, so P_z v = i z t and |P_z v| / r = |t| on M."""
-        z, w = _complex(x), _complex(v)
-        return z, (z.conj() * w).imag / _abs2(z)
+    # verb below is elementwise in z, written on the real halves (no complex temporaries,
+    # no reduction over a length-2 axis).
+    def _coordinate(self, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, xi and t = Im(conj(z) v) / |z|^2, so P_z v = i z t and |P_z v| / r = |t| on M."""
+        q, xi = _halves(x)
+        v_q, v_xi = _halves(v)
+        t = torch.addcmul(q * v_xi, xi, v_q, value=-1) / torch.addcmul(q * q, xi, xi)
+        return q, xi, t
 
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """P_z v = i z Im(conj(z) v) / |z|^2."""
-        z, t = self._angle(x, v)
-        return (torch.view_as_real(z * 1j) * t.unsqueeze(-1)).to(x.dtype)
+        q, xi, t = self._coordinate(x, v)
+        return torch.stack((-xi * t, q * t), dim=-1).to(x.dtype)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The rotation z e^{i t} by the angle t of the tangent part i z t of u."""
-        z, t = self._angle(x, u)
-        return torch.view_as_real(z * _turn(t)).to(x.dtype)
+        q, xi, t = self._coordinate(x, u)
+        return torch.stack(_rotate(q, xi, torch.cos(t), torch.sin(t)), dim=-1).to(x.dtype)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         """The rotation exp_z(P_z v) = z e^{i t}, renormalised to radius r."""
-        z, t = self._angle(x, v)
-        return self._on_circle(z * _turn(t)).to(x.dtype)
+        q, xi, t = self._coordinate(x, v)
+        return self._on_circle(*_rotate(q, xi, torch.cos(t), torch.sin(t))).to(x.dtype)
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Rotate x by the angle of u and carry v along the same rotation (parallel transport)."""
-        z, t = self._angle(x, u)
-        turn = _turn(t)
-        moved = torch.view_as_real(_complex(v) * turn)
-        return self._on_circle(z * turn).to(x.dtype), moved.to(v.dtype)
+        q, xi, t = self._coordinate(x, u)
+        cos, sin = torch.cos(t), torch.sin(t)
+        moved = torch.stack(_rotate(*_halves(v), cos, sin), dim=-1)
+        return self._on_circle(*_rotate(q, xi, cos, sin)).to(x.dtype), moved.to(v.dtype)
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
         dampening: float,
     ) -> FusedStep | None:
-        r"""The rotation-transport momentum step, elementwise on the pairs. A tangent
-        vector at z is $i z \beta$ with one real coordinate
-        $\beta = \mathrm{Im}(\bar z b) / |z|^2$, so the buffer
-        $b = \mu b_{old} + (1 - \delta)\, i z t_g$ ($i z t_g$ on the first step) has
-        $\beta = \mu \beta_{old} + (1 - \delta) t_g$, with
-        $t_g = \mathrm{Im}(\bar z g) / |z|^2$. Then $w = z e^{-i \eta \beta}$,
-        $z' = r\, w / |w|$ and the buffer carried along, $i w \beta$: the generic step
-        (projection, rotation of point and buffer) on the coordinate, with no complex
-        temporaries. ``checks`` is $\sum \beta + \sum r/|w|$ over the last weight axis,
-        finite only if x, g and the buffer are (a sum that overflows is not finite either,
-        and sends the step to the generic path). Half precisions have no fast path.
+        r"""The rotation-transport momentum step, elementwise on the pairs, on the
+        buffer's coordinates: $b = z(\nu + i \beta)$ with
+        $\beta = \mathrm{Im}(\bar z b) / |z|^2$ (tangent) and
+        $\nu = \mathrm{Re}(\bar z b) / |z|^2$ (normal: rounding, or a buffer stored in
+        half precision). The buffer $b = \mu b_{old} + (1 - \delta)\, i z t_g$
+        ($i z t_g$ on the first step), $t_g = \mathrm{Im}(\bar z g) / |z|^2$, has
+        $\beta = \mu \beta_{old} + (1 - \delta) t_g$ and $\nu = \mu \nu_{old}$. Then
+        $w = z e^{-i \eta \beta}$, $z' = r\, w / |w|$ and the buffer carried along,
+        $w(\nu + i \beta)$: the generic step (projection, rotation of point and buffer)
+        with no complex temporaries. ``checks`` is $\sum \beta + \sum \nu + \sum r/|w|$
+        over the last weight axis, finite only if x, g and the buffer are (a sum that
+        overflows is not finite either, and sends the step to the generic path). Half
+        precisions have no fast path.
         """
         if x.dtype not in (torch.float32, torch.float64):
             return None
         q, xi = x[..., 0], x[..., 1]
-        norm2 = torch.mul(q, q).addcmul_(xi, xi)
+        inverse = torch.mul(q, q).addcmul_(xi, xi).reciprocal_()
         beta = torch.mul(q, g[..., 1]).addcmul_(xi, g[..., 0], value=-1)  # |z|^2 t_g
+        nu = None
         if old is not None:
             beta.mul_(1 - dampening).addcmul_(q, old[..., 1], value=momentum)
             beta.addcmul_(xi, old[..., 0], value=-momentum)
-        beta.div_(norm2)
+            nu = torch.mul(q, old[..., 0]).addcmul_(xi, old[..., 1]).mul_(inverse)
+            nu.mul_(momentum)
+        beta.mul_(inverse)
         sin = torch.mul(beta, -lr)
         cos = torch.cos(sin)
         sin.sin_()
         w_q = torch.mul(q, cos).addcmul_(xi, sin, value=-1)
         w_xi = cos.mul_(xi).addcmul_(q, sin)
-        scale = norm2.copy_(w_q).mul_(w_q).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
+        scale = inverse.copy_(w_q).mul_(w_q).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
         checks = beta.sum(-1).add_(scale.sum(-1))
+        if nu is not None:
+            checks.add_(nu.sum(-1))
 
         def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
             # into new tensors by stacking (no writes through views: compilable), else
-            # into the given ones pair by pair; the buffer first (x_out may be x)
+            # into the given ones pair by pair (buf_out may be old and x_out x: the
+            # write reads neither)
             if buf_out is None:
-                buf_out = torch.stack((-w_xi * beta, w_q * beta), dim=-1)
-            else:
+                b_q, b_xi = -w_xi * beta, w_q * beta
+                if nu is not None:
+                    b_q, b_xi = b_q + w_q * nu, b_xi + w_xi * nu
+                buf_out = torch.stack((b_q, b_xi), dim=-1)
+            elif nu is None:
                 torch.mul(w_xi, beta, out=buf_out[..., 0]).neg_()
                 torch.mul(w_q, beta, out=buf_out[..., 1])
+            else:
+                torch.mul(w_q, nu, out=buf_out[..., 0]).addcmul_(w_xi, beta, value=-1)
+                torch.mul(w_xi, nu, out=buf_out[..., 1]).addcmul_(w_q, beta)
             if x_out is None:
                 return torch.stack((w_q * scale, w_xi * scale), dim=-1), buf_out
             torch.mul(w_q, scale, out=x_out[..., 0])
@@ -140,10 +157,10 @@ class CircleLift(Sphere):
 
         return FusedStep(checks, write)
 
-    def _on_circle(self, y: Tensor) -> Tensor:
-        """y r / |y| as (real, imaginary) pairs: the rounding of a rotation removed."""
-        # out of place: autograd keeps rsqrt's output for the backward pass
-        return torch.view_as_real(y) * (self.radius * _abs2(y).rsqrt()).unsqueeze(-1)
+    def _on_circle(self, a: Tensor, b: Tensor) -> Tensor:
+        """The pairs r (a, b) / |(a, b)|: the rounding of a rotation removed."""
+        scale = self.radius * torch.addcmul(a * a, b, b).rsqrt()
+        return torch.stack((a * scale, b * scale), dim=-1)
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
         if len(shape) < 1 or shape[-1] != 2:
@@ -154,22 +171,14 @@ class CircleLift(Sphere):
         return None
 
 
-def _complex(x: Tensor) -> Tensor:
-    """The pairs of the last dimension as complex numbers (a view where the layout allows).
-
-    Half precisions are computed in float32; the verbs cast their results back.
-    """
+def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The two halves x[..., 0], x[..., 1] (views); half precisions are computed in
+    float32, and the verbs cast their results back."""
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    viewable = x.is_contiguous() and x.storage_offset() % 2 == 0
-    return torch.view_as_complex(x if viewable else x.clone(memory_format=torch.contiguous_format))
+    return x[..., 0], x[..., 1]
 
 
-def _abs2(z: Tensor) -> Tensor:
-    """|z|^2 = Re(z conj(z)), elementwise (faster than z.abs(), which guards overflow)."""
-    return (z * z.conj()).real
-
-
-def _turn(t: Tensor) -> Tensor:
-    """e^{i t}."""
-    return torch.complex(torch.cos(t), torch.sin(t))
+def _rotate(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """(a + i b) e^{i t} as its halves, given cos t and sin t."""
+    return torch.addcmul(a * cos, b, sin, value=-1), torch.addcmul(b * cos, a, sin)
