@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import sympy
 import torch
@@ -200,3 +201,35 @@ def test_empty_batch(batched):
     assert m.constraint(x).shape == (0, 1)
     for out in (m.proj_tangent(x, x), m.project(x), m.shake(x, x), m.random_point(0, 3)):
         assert out.shape == (0, 3)
+
+
+def ellipsoid_nearest(y, axes):
+    """The nearest point of the ellipsoid sum (z_i / a_i)^2 = 1 to y: z_i = a_i^2 y_i / (a_i^2 + t),
+    with t > -min a_i^2 the root of sum (a_i y_i / (a_i^2 + t))^2 = 1 (Lagrange)."""
+    from scipy.optimize import brentq
+
+    a = axes.numpy()
+
+    def nearest(point):
+        def gap(t):
+            return float(((a * point / (a**2 + t)) ** 2).sum() - 1)
+
+        t = brentq(gap, -a.min() ** 2 * (1 - 1e-12), 1e6, xtol=1e-15)
+        return a**2 * point / (a**2 + t)
+
+    return torch.from_numpy(np.array([nearest(point) for point in y.numpy()]))
+
+
+def test_project_is_the_nearest_point_of_an_ellipsoid_near_it_and_never_farther_than_the_foot():
+    axes = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    m = Implicit(lambda x: ((x / axes) ** 2).sum() - 1, n=3)
+    g = gen(7)
+    on = m.random_point(100, 3, dtype=F64, generator=g)
+    radial = torch.randn(100, 1, dtype=F64, generator=g)
+    near = on * (1 + 0.1 * radial)  # outside and inside, distance x curvature < 1
+    torch.testing.assert_close(m.project(near), ellipsoid_nearest(near, axes), rtol=0, atol=1e-8)
+    far = on * (1 + 2 * radial.abs())  # beyond the convergence radius for some points
+    p, foot = m.project(far), m._foot(far)
+    assert float(m.constraint(p).abs().max()) <= 1e-10
+    assert bool(((p - far).norm(dim=-1) <= (foot - far).norm(dim=-1)).all())
+    assert float((p - far).norm(dim=-1).sum()) < float((foot - far).norm(dim=-1).sum())

@@ -323,10 +323,15 @@ class Implicit(Manifold):
                 "the step size lr"
             )
 
+    def _rank_rtol(self, jac: Tensor) -> float:
+        """``rank_rtol``, by default 10 m eps for m constraints."""
+        if self.rank_rtol is not None:
+            return self.rank_rtol
+        return 10 * jac.shape[-2] * torch.finfo(jac.dtype).eps
+
     def _solver(self, jac: Tensor, where: str) -> NormalSolver:
         m = jac.shape[-2]
-        eps = torch.finfo(jac.dtype).eps
-        rtol = self.rank_rtol if self.rank_rtol is not None else 10 * m * eps
+        rtol = self._rank_rtol(jac)
         solver = NormalSolver(jac, rtol)
         if not solver.any_degenerate():
             return solver
@@ -366,13 +371,45 @@ class Implicit(Manifold):
         return (vb - self._solver(jac, "x").normal_component(vb)).reshape(v.shape)
 
     def project(self, x: Tensor) -> Tensor:
-        r"""A nearby point of M by Gauss-Newton: z <- z - J^T (J J^T)^{-1} c(z) from z = x.
+        r"""The nearest point of M to x where it is found, else the Gauss-Newton foot.
 
-        Each step is the least-norm correction of the linearised constraint, so
-        the result is the nearest point of M to first order in the residual (and
-        exactly the nearest point for spheres and Stiefel). Raises
-        ``ConvergenceError`` when ``project_maxiter`` steps miss ``project_tol``.
+        The foot: z <- z - J^T (J J^T)^{-1} c(z) from z = x, the least-norm
+        correction of the linearised constraint, lands on M. From the foot,
+        z <- x - J^T (J J^T)^{-1} (c(z) + J (x - z)) has as fixed points the
+        first-order conditions of the nearest point (c(z) = 0 and x - z normal to
+        M); it converges at a rate of about distance x curvature. Unless every
+        point settles within ``project_maxiter`` steps, on M and no farther from x
+        than its foot, each point that did not keeps its foot. Raises
+        ``ConvergenceError`` when the foot misses ``project_tol``.
         """
+        foot = self._foot(x)
+        tol = self._tol(self.project_tol, x.dtype)
+        anchor = x.reshape(-1, self.numel)
+        start = foot.reshape(-1, self.numel)
+        z, move = start, None
+        for _ in range(self.project_maxiter):
+            values, jac = self._values_and_jacobian(z.reshape(-1, *self.point_shape))
+            solver = NormalSolver(jac, self._rank_rtol(jac))
+            if solver.any_degenerate():
+                break
+            following = anchor - solver.min_norm_step(
+                values + (jac @ (anchor - z).unsqueeze(-1)).squeeze(-1)
+            )
+            move = (following - z).norm(dim=-1)
+            z = following
+            if not bool(torch.isfinite(move).all()) or bool(
+                (move <= tol * (1 + z.norm(dim=-1))).all()
+            ):
+                break
+        if move is None:
+            return foot
+        values, _ = self._values_and_jacobian(z.reshape(-1, *self.point_shape))
+        nearer = (z - anchor).norm(dim=-1) <= (start - anchor).norm(dim=-1)
+        settled = (values.abs().amax(-1) <= tol) & (move <= tol * (1 + z.norm(dim=-1)))
+        return torch.where((settled & nearer).unsqueeze(-1), z, start).reshape(x.shape)
+
+    def _foot(self, x: Tensor) -> Tensor:
+        """Gauss-Newton z <- z - J^T (J J^T)^{-1} c(z) from z = x, to ``project_tol``."""
         self._flatten(x, "x")  # checks the shape and finiteness
         tol = self._tol(self.project_tol, x.dtype)
 
@@ -450,7 +487,7 @@ class Implicit(Manifold):
         return z.reshape(start.shape)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
-        r"""R_x(v) = project(x + v), a first-order retraction (project fixes the points of M).
+        r"""R_x(v): the Gauss-Newton foot of x + v (see ``project``), a first-order retraction.
 
         Unlike SHAKE along the normal space at x, which has no solution once v is
         large against the curvature radius, Gauss-Newton from x + v lands on M for
@@ -459,7 +496,7 @@ class Implicit(Manifold):
         self.check_shape(tuple(x.shape), "x")
         if v.shape != x.shape:
             raise ValueError(f"v has shape {tuple(v.shape)} but x has {tuple(x.shape)}")
-        return self.project(x + v)
+        return self._foot(x + v)
 
     def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """A standard Gaussian sample projected onto M (not a uniform sample of M)."""
