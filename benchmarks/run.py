@@ -70,9 +70,11 @@ def _step_job(built: Built) -> Callable[[], float]:
 
 def _reference_jobs(wl: Workload) -> dict[str, Callable[[], None]]:
     """Noise for every parameter; one Cholesky-QR, one QR and one tangent projection
-    X sym(X^T V) of every hidden matrix."""
+    X sym(X^T V) of every hidden matrix, on orthonormal copies of the hidden weights (the
+    Stiefel cases' points: a trained square weight's Gram matrix can be too ill-conditioned
+    for a float32 Cholesky)."""
     params = list(wl.model.parameters())
-    mats = [tall(layer.weight.detach()) for layer in wl.hidden]
+    mats = [torch.linalg.qr(tall(layer.weight.detach()))[0] for layer in wl.hidden]
     gen = torch.Generator(device=wl.inputs.device).manual_seed(0)
 
     def noise() -> None:
@@ -137,6 +139,8 @@ def run_workload(
         try:
             timers[name].run(repeats, record)
         except Exception as err:
+            if name not in records:  # a reference job: every ratio of its kind needs it
+                raise RuntimeError(f"the reference job {name[4:]!r} failed: {err}") from err
             records[name]["error"] = f"{type(err).__name__}: {err}"
             log(f"  failed {name}: {records[name]['error']}")
             del timers[name]
