@@ -277,3 +277,67 @@ def test_compiled_stiefel_takes_its_fast_path_eagerly():
         x, buf = F.rsgd_step(manifold, x, _grad(x, x0), buf, lr=0.05, momentum=0.9)
     assert manifold.writes == 3
     torch.testing.assert_close(param.detach(), x, rtol=1e-12, atol=1e-12)
+
+
+class Scratches:
+    """A mixin recording the scratch RiemannianSGD hands to the fast path (or, with
+    ``drop``, handing none on: the fast path then allocates)."""
+
+    drop = False
+
+    def fused_momentum_step(self, *args, scratch=None, **kw):  # noqa: ANN002, ANN003, ANN201
+        self.seen = [*getattr(self, "seen", []), scratch]
+        return super().fused_momentum_step(*args, scratch=None if self.drop else scratch, **kw)
+
+
+SCRATCH_CASES = {  # a point with n rows (or n frames, n pairs)
+    "rows": (lambda: Oblique(radius=1.5),
+             lambda m, n, g: m.random_point(n, 9, dtype=DT, generator=g)),
+    "ball": (lambda: NormBall(1.3), lambda m, n, g: m.random_point(n, 4, dtype=DT, generator=g)),
+    "lp": (lambda: LpSphere(3.0), lambda m, n, g: m.random_point(n, 7, dtype=DT, generator=g)),
+    "lift": (lambda: CircleLift(0.7),
+             lambda m, n, g: m.lift(0.69 * (2 * torch.rand(n, 5, dtype=DT, generator=g) - 1))),
+    "stiefel": (lambda: Stiefel(), lambda m, n, g: m.random_point(n, 8, 3, dtype=DT, generator=g)),
+}
+
+
+@pytest.mark.parametrize("name", SCRATCH_CASES)
+@pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2)])
+def test_fast_path_scratch_is_kept_per_parameter_and_changes_no_bit(name, kw):
+    """From the second step on, the fast path gets one scratch per parameter, the same
+    memory every step, the size of the parameter; the iterates are those of the fast path
+    allocating afresh, bit for bit."""
+    make, point = SCRATCH_CASES[name]
+    runs = []
+    for drop in (False, True):
+        manifold = _with_scratches(make(), drop)
+        gen = torch.Generator().manual_seed(11)
+        # a group each: each parameter a stack of its own, viewed in place
+        params = [torch.nn.Parameter(point(manifold, n, gen)) for n in (6, 5)]
+        targets = [torch.randn(p.shape, dtype=DT, generator=gen) for p in params]
+        opt = RiemannianSGD([{"params": [p]} for p in params], lr=0.05, manifold=manifold,
+                            **kw)
+        for _ in range(4):
+            for p, t in zip(params, targets, strict=True):
+                p.grad = _grad(p.detach(), t)
+            opt.step()
+        runs.append((manifold, [p.detach().clone() for p in params],
+                     [opt.state[p]["momentum_buffer"].clone() for p in params]))
+    (kept, x_kept, b_kept), (_, x_fresh, b_fresh) = runs
+    first, *later = [kept.seen[i::2] for i in range(2)]  # steps alternate the two params
+    for per_param, x in zip((first, *later), x_kept, strict=True):
+        assert per_param[0] is None  # no buffer yet: nothing to sum into it
+        assert all(s is not None and s.numel() == x.numel() for s in per_param[1:])
+        assert len({s.data_ptr() for s in per_param[1:]}) == 1
+    assert first[1].data_ptr() != later[0][1].data_ptr()
+    for a, b in zip(x_kept + b_kept, x_fresh + b_fresh, strict=True):
+        assert torch.equal(a, b)
+
+
+def _with_scratches(manifold, drop):  # noqa: ANN001, ANN202
+    """``manifold`` as an instance of its class with the Scratches mixin."""
+    kind = type(manifold)
+    mixed = type(kind.__name__, (Scratches, kind), {"drop": drop})
+    clone = object.__new__(mixed)
+    clone.__dict__.update(manifold.__dict__)
+    return clone

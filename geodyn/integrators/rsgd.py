@@ -90,6 +90,22 @@ class RiemannianSGD(GeometricOptimizer):
         self._fused_kernels = (
             (torch.compile(_fused_checks), torch.compile(_fused_write)) if compiled else None
         )
+        # per parameter (by id: the groups hold the parameters), the fast path's scratch
+        self._scratch: dict[int, Tensor] = {}
+
+    def _scratch_for(self, param: Tensor, x: Tensor) -> Tensor:
+        """The scratch the fast path may fill for ``param`` (shaped like its view ``x``),
+        kept between steps: fresh memory for it every step costs more, on a CPU, than the
+        pass that fills it. Not part of the optimizer's state (nothing in it outlives a
+        step)."""
+        scratch = self._scratch.get(id(param))
+        if scratch is None or scratch.shape != x.shape or scratch.dtype != x.dtype or (
+            scratch.device != x.device
+        ):
+            scratch = self._scratch[id(param)] = torch.empty(
+                x.shape, dtype=x.dtype, device=x.device
+            )
+        return scratch
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -160,7 +176,9 @@ class RiemannianSGD(GeometricOptimizer):
             checks = fused_checks(manifold, x, g, old, **hyper)
             fused = None
         else:
-            fused = manifold.fused_momentum_step(x, g, old, **hyper)
+            fused = manifold.fused_momentum_step(
+                x, g, old, **hyper, scratch=None if old is None else self._scratch_for(param, x)
+            )
             checks = None if fused is None else fused.checks
         if checks is None or not bool(torch.isfinite(checks).all()):
             return None

@@ -64,13 +64,17 @@ def all_finite(*tensors: Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def momentum_sum(old: Tensor | None, g: Tensor, momentum: float, dampening: float) -> Tensor:
-    """b' = mu b_old + (1 - delta) g, or g without b_old: a fast path's first pass."""
+def momentum_sum(
+    old: Tensor | None, g: Tensor, momentum: float, dampening: float, out: Tensor | None = None
+) -> Tensor:
+    """b' = mu b_old + (1 - delta) g, or g without b_old: a fast path's first pass,
+    written into ``out`` where given (the caller's scratch, shaped like g)."""
     if old is None:
         return g
+    where = {} if out is None else {"out": out}
     if dampening:
-        return torch.mul(old, momentum).add_(g, alpha=1 - dampening)
-    return torch.add(g, old, alpha=momentum)
+        return torch.mul(old, momentum, **where).add_(g, alpha=1 - dampening)
+    return torch.add(g, old, alpha=momentum, **where)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,7 @@ class Manifold(geoopt.Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float,
+        dampening: float, scratch: Tensor | None = None,
     ) -> FusedStep | None:
         r"""Fast path of the folded momentum step, or ``None`` (the default: none declared).
 
@@ -215,6 +219,11 @@ class Manifold(geoopt.Manifold):
         rotation). It is split into what the step computes before writing (nothing is
         written yet) and one elementwise write, so that a caller can check ``checks``
         first and then write $x'$ and $b$ straight into the parameter and its buffer.
+
+        ``scratch``, where given, is a tensor shaped like ``x`` that the caller keeps from
+        step to step and that nothing else reads until the write: the step may hold
+        $\mu b_{old} + (1 - \delta) g$ there (:func:`momentum_sum`) instead of in fresh
+        memory, which on a CPU costs more than the pass that fills it.
         """
         return None
 

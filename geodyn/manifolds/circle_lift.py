@@ -96,7 +96,7 @@ class CircleLift(Sphere):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float,
+        dampening: float, scratch: Tensor | None = None,
     ) -> FusedStep | None:
         r"""The rotation-transport momentum step, elementwise on the pairs, on the
         buffer's coordinates: $b = z(\nu + i \beta)$ with
@@ -110,7 +110,8 @@ class CircleLift(Sphere):
         with no complex temporaries. ``checks`` is $\sum \beta + \sum \nu + \sum r/|w|$
         over the last weight axis, finite only if x, g and the buffer are (a sum that
         overflows is not finite either, and sends the step to the generic path). Half
-        precisions have no fast path.
+        precisions have no fast path. The caller's ``scratch`` (the size of x), where
+        given, holds $\mathrm{Re}(w)$ and the sine.
         """
         if x.dtype not in (torch.float32, torch.float64):
             return None
@@ -124,10 +125,11 @@ class CircleLift(Sphere):
             nu = torch.mul(q, old[..., 0]).addcmul_(xi, old[..., 1]).mul_(inverse)
             nu.mul_(momentum)
         beta.mul_(inverse)
-        sin = torch.mul(beta, -lr)
+        halves = (None, None) if scratch is None else scratch.view(2, *q.shape).unbind()
+        sin = torch.mul(beta, -lr, **_out(halves[1]))
         cos = torch.cos(sin)
         sin.sin_()
-        w_q = torch.mul(q, cos).addcmul_(xi, sin, value=-1)
+        w_q = torch.mul(q, cos, **_out(halves[0])).addcmul_(xi, sin, value=-1)
         w_xi = cos.mul_(xi).addcmul_(q, sin)
         scale = inverse.copy_(w_q).mul_(w_q).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
         checks = beta.sum(-1).add_(scale.sum(-1))
@@ -169,6 +171,10 @@ class CircleLift(Sphere):
                 "(q, xi) for each weight; build points with CircleLift(r).lift(q)"
             )
         return None
+
+
+def _out(t: Tensor | None) -> dict[str, Tensor]:
+    return {} if t is None else {"out": t}
 
 
 def _halves(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -118,7 +118,7 @@ class LpSphere(Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float,
+        dampening: float, scratch: Tensor | None = None,
     ) -> FusedStep | None:
         r"""The folded step in a few passes: $b' = \mu b_{old} + (1 - \delta) g$, the normal
         $n = \mathrm{sign}(x) |x|^{p-1}$, the row sums $\langle n, b'\rangle$ and $|n|^2$,
@@ -128,7 +128,7 @@ class LpSphere(Manifold):
         the buffer are; where $\|y\|_p$ is 0 or overflows, the generic step (with its
         scaled norm) runs.
         """
-        b = momentum_sum(old, g, momentum, dampening)
+        b = momentum_sum(old, g, momentum, dampening, scratch)
         n = x.abs().pow_(self.p - 1).copysign_(x)
         nb = _dot_rows(n, b)
         c = nb / _sqnorm_rows(n)

@@ -90,7 +90,7 @@ class NormBall(Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float,
+        dampening: float, scratch: Tensor | None = None,
     ) -> FusedStep | None:
         r"""RSGD's momentum step with the cone's projection as transport, in a few passes:
         $b = \mu b_{old} + (1 - \delta) P_x g$ ($P_x g$ first), $y = x - \eta b$,
@@ -106,7 +106,8 @@ class NormBall(Manifold):
         if old is None:
             b = torch.addcmul(g, x, cone, value=-1)
         else:
-            b = momentum_sum(old, g, momentum, dampening).addcmul_(x, cone, value=dampening - 1)
+            b = momentum_sum(old, g, momentum, dampening, scratch)
+            b.addcmul_(x, cone, value=dampening - 1)
         y = torch.add(x, b, alpha=-lr)
         sy = _sqnorm(y)
         scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)

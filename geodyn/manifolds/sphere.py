@@ -144,7 +144,7 @@ class Oblique(Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float,
+        dampening: float, scratch: Tensor | None = None,
     ) -> FusedStep | None:
         r"""Rows: one pass for $b' = \mu b_{old} + (1 - \delta) g$, one for the row sums
         $\langle x,x\rangle, \langle x,b'\rangle, \langle b',b'\rangle$, one write of
@@ -157,7 +157,7 @@ class Oblique(Manifold):
         """
         if not self._rows_fused():
             return None
-        b = momentum_sum(old, g, momentum, dampening)
+        b = momentum_sum(old, g, momentum, dampening, scratch)
         sxx = _sqnorm_rows(x)
         sxb = _dot_rows(x, b)
         sbb = _sqnorm_rows(b)

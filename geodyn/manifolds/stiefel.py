@@ -244,7 +244,7 @@ class Stiefel(Frames):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float,
+        dampening: float, scratch: Tensor | None = None,
     ) -> FusedStep | None:
         r"""The folded momentum step with the qr retraction, tall frames: with
         $b' = \mu b_{old} + (1 - \delta) g$, $b = b' - X \operatorname{sym}(X^\top b')$ (one
@@ -261,7 +261,7 @@ class Stiefel(Frames):
         if (self.retraction != "qr" or self._wide(x)
                 or x.dtype not in (torch.float32, torch.float64)):
             return None
-        b = momentum_sum(old, g, momentum, dampening)
+        b = momentum_sum(old, g, momentum, dampening, scratch)
         buf = _minus_product(b, x, _sym(x.mT @ b))
         y = torch.add(x, buf, alpha=-lr)
         factor, failed, kappa2 = _gram_cholesky(y)
