@@ -16,7 +16,6 @@ size.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +24,8 @@ import torch
 
 from geodyn.integrators import Constrained, RiemannianSGD
 from geodyn.manifolds import CircleLift, LpSphere, Manifold, NormBall, Oblique
+
+from .measure import setup
 
 SHAPE = (1024, 784)
 Case = tuple[type[Manifold], tuple[float, ...], Callable[[Manifold], torch.Tensor]]
@@ -61,12 +62,7 @@ def _time(steps: int, *optimizers: torch.optim.Optimizer) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = setup(__doc__, steps=30)
     print(f"{'manifold':14s} {'fast path':>10s} {'compiled':>10s} {'generic':>10s} "
           f"{'torch SGD':>10s}   ratios to SGD")
     for name, (cls, params, point) in _cases().items():

@@ -11,7 +11,6 @@ Interleaved, medians in ms.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from geodyn.manifolds import CircleLift
+
+from .measure import setup
 
 SIZES = (784, 1024, 1024, 10)
 BATCH = 128
@@ -52,12 +53,7 @@ def _jobs() -> dict[str, Callable[[], None]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = setup(__doc__, steps=30)
     jobs = _jobs()
     times: dict[str, list[float]] = {name: [] for name in jobs}
     for step in range(5 + args.steps):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -10,7 +11,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Timer", "cholesky_qr", "state_bytes", "tall", "timed"]
+__all__ = ["Timer", "cholesky_qr", "setup", "state_bytes", "tall", "timed"]
+
+
+def setup(doc: str, steps: int) -> argparse.Namespace:
+    """A micro-benchmark's command line, ``--steps`` and ``--threads`` (default 2), parsed;
+    torch's threads set and its seed fixed."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return args
 
 
 def _sync(device: torch.device) -> None:
