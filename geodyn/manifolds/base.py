@@ -220,10 +220,10 @@ class Manifold(geoopt.Manifold):
         written yet) and one elementwise write, so that a caller can check ``checks``
         first and then write $x'$ and $b$ straight into the parameter and its buffer.
 
-        ``scratch``, where given, is a tensor shaped like ``x`` that the caller keeps from
-        step to step and that nothing else reads until the write: the step may hold
-        $\mu b_{old} + (1 - \delta) g$ there (:func:`momentum_sum`) instead of in fresh
-        memory, which on a CPU costs more than the pass that fills it.
+        ``scratch``, where given, is a contiguous tensor shaped like ``x`` that the caller
+        keeps from step to step and that nothing else reads until the write: the step may
+        hold $\mu b_{old} + (1 - \delta) g$ there (:func:`momentum_sum`) instead of in
+        fresh memory, which on a CPU can cost more than the pass that fills it.
         """
         return None
 
