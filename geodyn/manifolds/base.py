@@ -64,6 +64,11 @@ def all_finite(*tensors: Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
+def _out(t: Tensor | None) -> dict[str, Tensor]:
+    """``out=t`` for a torch op where t is given, else nothing (a new tensor)."""
+    return {} if t is None else {"out": t}
+
+
 def momentum_sum(
     old: Tensor | None, g: Tensor, momentum: float, dampening: float, out: Tensor | None = None
 ) -> Tensor:
@@ -71,10 +76,9 @@ def momentum_sum(
     written into ``out`` where given (the caller's scratch, shaped like g)."""
     if old is None:
         return g
-    where = {} if out is None else {"out": out}
     if dampening:
-        return torch.mul(old, momentum, **where).add_(g, alpha=1 - dampening)
-    return torch.add(g, old, alpha=momentum, **where)
+        return torch.mul(old, momentum, **_out(out)).add_(g, alpha=1 - dampening)
+    return torch.add(g, old, alpha=momentum, **_out(out))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import FusedStep
+from .base import FusedStep, _out
 from .sphere import Sphere
 
 __all__ = ["CircleLift"]
@@ -171,10 +171,6 @@ class CircleLift(Sphere):
                 "(q, xi) for each weight; build points with CircleLift(r).lift(q)"
             )
         return None
-
-
-def _out(t: Tensor | None) -> dict[str, Tensor]:
-    return {} if t is None else {"out": t}
 
 
 def _halves(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -19,12 +19,11 @@ from torch import Tensor
 
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Draw, FusedStep, Manifold, momentum_sum
+from .base import ConvergenceError, Draw, FusedStep, Manifold, _out, momentum_sum
 from .sphere import (
     _check_radius,
     _dot_rows,
     _norm,
-    _out,
     _sqnorm_rows,
     _vector_shape_error,
     safe_norm,

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ConvergenceError, Draw, FusedStep, Manifold, default_atol, momentum_sum
-from .sphere import _check_radius, _dot_rows, _out, _vector_shape_error, safe_norm
+from .base import ConvergenceError, Draw, FusedStep, Manifold, _out, default_atol, momentum_sum
+from .sphere import _check_radius, _dot_rows, _vector_shape_error, safe_norm
 
 __all__ = ["NormBall"]
 

@@ -17,9 +17,8 @@ from torch import Tensor
 
 from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import FusedStep, Manifold, all_finite, momentum_sum
+from .base import FusedStep, Manifold, _out, all_finite, momentum_sum
 from .orthogonalize import polar_newton_schulz
-from .sphere import _out
 
 __all__ = ["Stiefel"]
 
