@@ -386,7 +386,7 @@ class Implicit(Manifold):
         tol = self._tol(self.project_tol, x.dtype)
         anchor = x.reshape(-1, self.numel)
         start = foot.reshape(-1, self.numel)
-        z, move = start, None
+        z, still = start, None  # still: per point, whether its last step was below tol
         for _ in range(self.project_maxiter):
             values, jac = self._values_and_jacobian(z.reshape(-1, *self.point_shape))
             solver = NormalSolver(jac, self._rank_rtol(jac))
@@ -397,16 +397,15 @@ class Implicit(Manifold):
             )
             move = (following - z).norm(dim=-1)
             z = following
-            if not bool(torch.isfinite(move).all()) or bool(
-                (move <= tol * (1 + z.norm(dim=-1))).all()
-            ):
+            still = move <= tol * (1 + z.norm(dim=-1))
+            if not bool(torch.isfinite(move).all()) or bool(still.all()):
                 break
-        if move is None:
+        if still is None:
             return foot
         values, _ = self._values_and_jacobian(z.reshape(-1, *self.point_shape))
         nearer = (z - anchor).norm(dim=-1) <= (start - anchor).norm(dim=-1)
-        settled = (values.abs().amax(-1) <= tol) & (move <= tol * (1 + z.norm(dim=-1)))
-        return torch.where((settled & nearer).unsqueeze(-1), z, start).reshape(x.shape)
+        settled = (values.abs().amax(-1) <= tol) & still & nearer
+        return torch.where(settled.unsqueeze(-1), z, start).reshape(x.shape)
 
     def _foot(self, x: Tensor) -> Tensor:
         """Gauss-Newton z <- z - J^T (J J^T)^{-1} c(z) from z = x, to ``project_tol``."""
