@@ -184,3 +184,37 @@ def test_lbfgs_gets_the_closure_and_stays_on_the_manifold():
     )
     assert float(Sphere().residual(x.detach())) < 1e-12
     assert float(closure()) < 0.5 * first
+
+
+def test_rollback_copies_are_kept_between_steps_and_a_step_failing_after_the_base_moved_undoes_it():
+    def make(nonfinite="skip"):
+        x = torch.nn.Parameter(Sphere().random_point(6, 5, dtype=DT, generator=torch.Generator()))
+        base = torch.optim.Adam([{"params": [x], "manifold": Sphere()}], lr=0.1)
+        return Constrained(base, nonfinite=nonfinite), x
+
+    def grad(i):
+        return torch.randn(6, 5, dtype=DT, generator=torch.Generator().manual_seed(i))
+
+    opt, x = make()
+    ref, y = make()
+    kept = None
+    for i in range(8):
+        failing = i in (3, 4)  # two in a row: the second after the first handed its copies over
+        before = (x.detach().clone(), {k: v.clone() for k, v in opt.state[x].items()})
+        x.grad = grad(i) * (1e30 if failing else 1.0)  # finite; its square overflows Adam's state
+        if failing:
+            with pytest.warns(RuntimeWarning, match="step skipped"):
+                opt.step()
+            assert torch.equal(x.detach(), before[0])
+            assert opt.state[x].keys() == before[1].keys()
+            assert all(torch.equal(opt.state[x][k], v) for k, v in before[1].items())
+            continue
+        opt.step()
+        y.grad = grad(i)
+        ref.step()
+        assert torch.equal(x.detach(), y.detach())
+        assert all(torch.equal(v, ref.state[y][k]) for k, v in opt.state[x].items())
+        ptrs = {key: t.data_ptr() for key, t in opt._copies.items()}
+        if i not in (1, 5):  # a first step with state, and the one after the handover, allocate
+            assert kept is None or ptrs == kept
+        kept = ptrs

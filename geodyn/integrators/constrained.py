@@ -69,6 +69,10 @@ class Constrained(OptimizerWrapper):
             ``TANGENT_STATE_KEYS | {"my_momentum"}``.
         nonfinite: "raise" or "skip" on a non-finite gradient or result, or a failed
             solve; parameters and base state are then left exactly as before the step.
+
+    The copies that make a step all or nothing (each parameter with a gradient and its
+    base state) are kept between steps and written afresh at each: one copy of those
+    tensors stays allocated, the memory a step needs at its peak anyway.
     """
 
     def __init__(
@@ -87,6 +91,8 @@ class Constrained(OptimizerWrapper):
         self.put_back = put_back
         self.tangent_state = frozenset(tangent_state)
         self.nonfinite = nonfinite
+        # the rollback copies, kept between steps (see _copy)
+        self._copies: dict[tuple[int, str | None], Tensor] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base!r}, put_back={self.put_back!r})"
@@ -108,8 +114,12 @@ class Constrained(OptimizerWrapper):
             for p in g["params"]
             if p.grad is not None or (closure is not None and p.requires_grad)
         ]
-        saved_x = {p: p.detach().clone() for p in params}
-        saved_state = {p: _clone_state(self.state[p]) for p in params if p in self.state}
+        saved_x = {p: self._copy(p, None, p.detach()) for p in params}
+        saved_state = {
+            p: {k: self._copy(p, k, v) if isinstance(v, Tensor) else v
+                for k, v in self.state[p].items()}
+            for p in params if p in self.state
+        }
         losses: list[Any] = []
 
         def rollback() -> None:
@@ -117,9 +127,10 @@ class Constrained(OptimizerWrapper):
                 p.data.copy_(x)
             for p in params:
                 if p in saved_state:
-                    self.state[p] = saved_state[p]
+                    self.state[p] = saved_state[p]  # the copies become the state
                 elif p in self.state:
                     del self.state[p]
+            self._copies = {key: t for key, t in self._copies.items() if key[1] is None}
 
         done, loss = transaction(
             lambda: self._step(saved_x, closure, losses),
@@ -129,6 +140,22 @@ class Constrained(OptimizerWrapper):
             stacklevel=4,
         )
         return loss if done else (losses[0] if losses else None)
+
+    def _copy(self, p: Tensor, key: str | None, t: Tensor) -> Tensor:
+        """A copy of ``t`` (``p`` itself, key None, or its state ``key``) for the rollback,
+        written into the copy kept from the last step where it fits: fresh memory for
+        every copy every step costs more, on a CPU, than the copy itself. A sparse
+        tensor is cloned."""
+        if t.layout != torch.strided:
+            return t.clone()
+        kept = self._copies.get((id(p), key))
+        if kept is None or (type(kept), kept.shape, kept.stride(), kept.dtype, kept.device) != (
+            type(t), t.shape, t.stride(), t.dtype, t.device
+        ):
+            kept = self._copies[id(p), key] = torch.empty_like(
+                t, memory_format=torch.preserve_format
+            )
+        return kept.copy_(t)
 
     def _constrained(self) -> list[Stack]:
         def select(p: Tensor, group: dict[str, Any]) -> Any:
@@ -259,6 +286,3 @@ def _is_float_tensor(value: Any) -> bool:
 def _is_vector_of(value: Any, p: Tensor) -> bool:
     return isinstance(value, Tensor) and value.shape == p.shape
 
-
-def _clone_state(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()}
