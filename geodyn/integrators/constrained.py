@@ -29,6 +29,7 @@ from ..manifolds.base import all_finite
 from ._base import NonFiniteError, check_finite, check_nonfinite_policy, transaction
 from ._sharding import local
 from ._stacks import Stack, declared_manifold, stacks
+from ._workspace import Workspace
 from .wrapper import OptimizerWrapper, check_optimizer
 
 __all__ = ["TANGENT_STATE_KEYS", "Constrained"]
@@ -92,7 +93,7 @@ class Constrained(OptimizerWrapper):
         self.tangent_state = frozenset(tangent_state)
         self.nonfinite = nonfinite
         # the rollback copies, kept between steps (see _copy)
-        self._copies: dict[tuple[int, str | None], Tensor] = {}
+        self._copies = Workspace()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base!r}, put_back={self.put_back!r})"
@@ -130,7 +131,7 @@ class Constrained(OptimizerWrapper):
                     self.state[p] = saved_state[p]  # the copies become the state
                 elif p in self.state:
                     del self.state[p]
-            self._copies = {key: t for key, t in self._copies.items() if key[1] is None}
+            self._copies.drop(lambda key: key[1] is not None)  # type: ignore[index]
 
         done, loss = transaction(
             lambda: self._step(saved_x, closure, losses),
@@ -148,14 +149,7 @@ class Constrained(OptimizerWrapper):
         tensor is cloned."""
         if t.layout != torch.strided:
             return t.clone()
-        kept = self._copies.get((id(p), key))
-        if kept is None or (type(kept), kept.shape, kept.stride(), kept.dtype, kept.device) != (
-            type(t), t.shape, t.stride(), t.dtype, t.device
-        ):
-            kept = self._copies[id(p), key] = torch.empty_like(
-                t, memory_format=torch.preserve_format
-            )
-        return kept.copy_(t)
+        return self._copies.like((id(p), key), t, torch.preserve_format).copy_(t)
 
     def _constrained(self) -> list[Stack]:
         def select(p: Tensor, group: dict[str, Any]) -> Any:

@@ -26,6 +26,7 @@ from ..functional.rsgd import rsgd_step
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._sharding import local
 from ._stacks import Stack, manifold_of, stacks
+from ._workspace import Workspace
 
 __all__ = ["RiemannianSGD"]
 
@@ -91,21 +92,7 @@ class RiemannianSGD(GeometricOptimizer):
             (torch.compile(_fused_checks), torch.compile(_fused_write)) if compiled else None
         )
         # per parameter (by id: the groups hold the parameters), the fast path's scratch
-        self._scratch: dict[int, Tensor] = {}
-
-    def _scratch_for(self, param: Tensor, x: Tensor) -> Tensor:
-        """The scratch the fast path may fill for ``param`` (shaped like its view ``x``),
-        kept between steps: fresh memory for it every step costs more, on a CPU, than the
-        pass that fills it. Not part of the optimizer's state (nothing in it outlives a
-        step)."""
-        scratch = self._scratch.get(id(param))
-        if scratch is None or scratch.shape != x.shape or scratch.dtype != x.dtype or (
-            scratch.device != x.device
-        ):
-            scratch = self._scratch[id(param)] = torch.empty(
-                x.shape, dtype=x.dtype, device=x.device
-            )
-        return scratch
+        self._scratch = Workspace()
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -176,9 +163,8 @@ class RiemannianSGD(GeometricOptimizer):
             checks = fused_checks(manifold, x, g, old, **hyper)
             fused = None
         else:
-            fused = manifold.fused_momentum_step(
-                x, g, old, **hyper, scratch=None if old is None else self._scratch_for(param, x)
-            )
+            scratch = None if old is None else self._scratch.like(id(param), x)
+            fused = manifold.fused_momentum_step(x, g, old, **hyper, scratch=scratch)
             checks = None if fused is None else fused.checks
         if checks is None or not bool(torch.isfinite(checks).all()):
             return None

@@ -1,0 +1,54 @@
+"""Tensors an optimizer keeps from step to step as working memory (not state).
+
+On a CPU, fresh memory for a parameter-sized temporary page-faults on every step once the
+allocator has handed it back to the system, and the faults can cost more than the pass
+that fills it. An optimizer that writes a step's intermediate values into tensors kept
+here allocates them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Workspace"]
+
+
+class Workspace:
+    """Working tensors by key, each reused while it still fits the tensor it stands for.
+
+    Nothing read from a workspace tensor outlives the step that wrote it: it is not part
+    of the optimizer's state and is not saved in ``state_dict``.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, Tensor] = {}
+
+    def like(
+        self, key: Hashable, t: Tensor, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> Tensor:
+        """An uninitialised tensor shaped like ``t`` (same dtype, device and, with
+        ``torch.preserve_format``, strides), the one kept under ``key`` where it fits."""
+        kept = self._kept.get(key)
+        if kept is None or not _fits(kept, t, memory_format):
+            kept = self._kept[key] = torch.empty_like(t, memory_format=memory_format)
+        return kept
+
+    def kept(self) -> dict[Hashable, Tensor]:
+        """The tensors kept now, by key."""
+        return dict(self._kept)
+
+    def drop(self, which: Callable[[Hashable], bool]) -> None:
+        """Forget the tensors whose key ``which`` accepts (their memory may now be in use
+        elsewhere)."""
+        self._kept = {key: t for key, t in self._kept.items() if not which(key)}
+
+
+def _fits(kept: Tensor, t: Tensor, memory_format: torch.memory_format) -> bool:
+    if (type(kept), kept.shape, kept.dtype, kept.device) != (type(t), t.shape, t.dtype, t.device):
+        return False
+    if memory_format == torch.preserve_format:
+        return kept.stride() == t.stride()
+    return kept.is_contiguous(memory_format=memory_format)
