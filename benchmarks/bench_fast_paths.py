@@ -12,6 +12,11 @@ Then ``Constrained(torch.optim.Adam(lr=1e-3, foreach=True))`` on Oblique rows wi
 in-place gradient projection and put-back (``fused_proj_tangent_``, ``fused_put_back``)
 and on the subclass without them, interleaved with torch Adam on a tensor of the same
 size.
+
+Then ``Splitting`` (BAOAB, lr=0.01, tau=1e-4) on Oblique rows: with the in-place drift
+(``fused_drift``) and the RATTLEs in place, writing into its kept memory; the same
+allocating every letter's result afresh; and on the subclass without fast paths,
+interleaved with torch SGD-momentum plus drawing one normal tensor of the same size.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from geodyn.integrators import Constrained, RiemannianSGD
+from geodyn.integrators import Constrained, RiemannianSGD, Splitting
 from geodyn.manifolds import CircleLift, LpSphere, Manifold, NormBall, Oblique
 
 from .measure import setup
@@ -46,7 +52,7 @@ def _cases() -> dict[str, Case]:
 
 def _generic(cls: type[Manifold]) -> type[Manifold]:
     """``cls`` without its fast paths (the base class's: none declared)."""
-    verbs = ("fused_momentum_step", "fused_proj_tangent_", "fused_put_back")
+    verbs = ("fused_momentum_step", "fused_proj_tangent_", "fused_put_back", "fused_drift")
     return type(f"Generic{cls.__name__}", (cls,), {v: getattr(Manifold, v) for v in verbs})
 
 
@@ -81,6 +87,7 @@ def main() -> None:
         print(f"{name:14s} {fused:8.2f}ms {compiled:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
               f"{fused / sgd:.2f}x / {compiled / sgd:.2f}x / {generic / sgd:.2f}x")
     _constrained_adam(args.steps)
+    _splitting(args.steps)
 
 
 def _constrained_adam(steps: int) -> None:
@@ -102,6 +109,46 @@ def _constrained_adam(steps: int) -> None:
           "   ratios to Adam")
     print(f"{'Oblique rows':18s} {fused:8.2f}ms {generic:8.2f}ms {adam:8.2f}ms   "
           f"{fused / adam:.2f}x / {generic / adam:.2f}x")
+
+
+class _FreshSplitting(Splitting):
+    """Splitting that takes fresh memory for every letter's result."""
+
+    def _memory(self, phase: Any, role: str, like: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(like)
+
+
+class _NoisySGD(torch.optim.SGD):
+    """SGD-momentum plus one standard normal tensor per parameter: BAOAB's reference."""
+
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            for p in group["params"]:
+                torch.randn(p.shape, generator=self.generator)
+        return super().step(closure)
+
+    generator = torch.Generator().manual_seed(0)
+
+
+def _splitting(steps: int) -> None:
+    """BAOAB on Oblique rows: in place in kept memory, allocating, generic; against SGD."""
+    optimizers: list[torch.optim.Optimizer] = []
+    for kind, manifold in ((Splitting, Oblique()), (_FreshSplitting, Oblique()),
+                           (Splitting, _generic(Oblique)())):
+        p = torch.nn.Parameter(manifold.random_point(*SHAPE))
+        optimizers.append(kind([p], lr=0.01, tau=1e-4, manifold=manifold, seed=0))
+    flat = torch.nn.Parameter(torch.randn(SHAPE))
+    optimizers.append(_NoisySGD([flat], lr=0.01, momentum=0.9, foreach=True))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = 0.01 * torch.randn_like(p)
+    _time(3, *optimizers)
+    kept, fresh, generic, sgd = _time(steps, *optimizers)
+    print(f"\n{'BAOAB':18s} {'in place':>10s} {'fresh':>10s} {'generic':>10s} "
+          f"{'SGD+noise':>10s}   ratios to SGD + noise")
+    print(f"{'Oblique rows':18s} {kept:8.2f}ms {fresh:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
+          f"{kept / sgd:.2f}x / {fresh / sgd:.2f}x / {generic / sgd:.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,30 @@ import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
-from ..manifolds.base import rattle_owned
+from ..manifolds.base import _out, rattle_owned
 
 __all__ = ["drift", "kick", "ou_coefficients", "retract_drift", "thermostat"]
 
 
-def kick(manifold: Manifold, x: Tensor, p: Tensor, grad: Tensor, h: float) -> Tensor:
-    """B: p' = rattle_x(p - h grad) (``grad`` already holds any weight decay)."""
-    return rattle_owned(manifold, x, torch.add(p, grad, alpha=-h))
+def kick(
+    manifold: Manifold,
+    x: Tensor,
+    p: Tensor,
+    grad: Tensor,
+    h: float,
+    *,
+    rattle: bool = True,
+    out: Tensor | None = None,
+) -> Tensor:
+    """B: p' = rattle_x(p - h grad) (``grad`` already holds any weight decay).
+
+    ``rattle=False`` returns p - h grad, its RATTLE at x left to a caller whose next
+    sub-step projects at x anyway (valid with ``manifold.linear_transport``). ``out``:
+    memory like p to compute p' in (it may be p itself; its contents are lost); p' is
+    returned, in ``out`` where the manifold's RATTLE works in place, else new.
+    """
+    v = torch.add(p, grad, alpha=-h, **_out(out))
+    return rattle_owned(manifold, x, v) if rattle else v
 
 
 def drift(
@@ -69,6 +85,8 @@ def thermostat(
     gamma: float,
     tau: float,
     project: bool | None = None,
+    rattle: bool = True,
+    out: Tensor | None = None,
 ) -> Tensor:
     """O: the exact Ornstein-Uhlenbeck step of the momentum on T_x M for time h.
 
@@ -76,14 +94,20 @@ def thermostat(
     ``project`` (default: ``manifold.linear_transport``) projects the whole result,
     rattle_x(c p + sigma xi) = c P_x p + sigma P_x xi, for a p that carries the RATTLE
     an A step left; otherwise p is tangent and only the noise is projected.
+    ``rattle=False`` returns c p + sigma xi, whose RATTLE at x (the O step itself then)
+    a caller leaves to its next sub-step, as in :func:`kick`; ``out`` is that of
+    :func:`kick`.
     """
     c, sigma = ou_coefficients(h, gamma, tau)
     if sigma > 0 and noise is None:
         raise ValueError("thermostat with tau > 0 needs noise: a standard normal tensor like x")
     if project is None:
         project = manifold.linear_transport
+    cp = torch.mul(p, c, **_out(out))
+    if not rattle:
+        return cp if noise is None or sigma == 0 else cp.add_(noise, alpha=sigma)
     if noise is None or sigma == 0:
-        return rattle_owned(manifold, x, torch.mul(p, c)) if project else torch.mul(p, c)
+        return rattle_owned(manifold, x, cp) if project else cp
     if project:
-        return rattle_owned(manifold, x, torch.mul(p, c).add_(noise, alpha=sigma))
-    return manifold.proj_tangent(x, noise).mul_(sigma).add_(p, alpha=c)
+        return rattle_owned(manifold, x, cp.add_(noise, alpha=sigma))
+    return cp.add_(manifold.proj_tangent(x, noise), alpha=sigma)

@@ -212,11 +212,13 @@ class GeometricOptimizer(Optimizer, abc.ABC):
             self.generator.set_state(generator_state)
 
     # ------------------------------------------------------------------ noise
-    def normal_like(self, x: Tensor) -> Tensor:
-        """Standard normal noise shaped like ``x``, from the optimizer's generator."""
-        xi = torch.randn(
-            x.shape, generator=self.generator, dtype=x.dtype, device=self.generator.device
-        )
+    def normal_like(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """Standard normal noise shaped like ``x``, from the optimizer's generator; drawn
+        into ``out`` (a tensor like x) where the generator is on x's device."""
+        device = self.generator.device
+        if out is not None and device == x.device:
+            return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, out=out)
+        xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=device)
         return xi.to(x.device)
 
     # ------------------------------------------------------------------ stepping

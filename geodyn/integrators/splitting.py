@@ -29,10 +29,11 @@ import torch
 from torch import Tensor
 
 from ..functional.splitting import drift, kick, ou_coefficients, retract_drift, thermostat
-from ..manifolds.base import shake_drift
+from ..manifolds.base import FusedStep, rattle_owned, shake_drift
 from ._base import GeometricOptimizer, Proposal, check_finite, check_nonnegative, check_step_size
 from ._sharding import local
 from ._stacks import Stack, manifold_of, stacks
+from ._workspace import Workspace
 from .schemes import Op, Step, compile_scheme, lower
 
 __all__ = ["Splitting"]
@@ -40,12 +41,23 @@ __all__ = ["Splitting"]
 
 @dataclass
 class _Phase:
-    """A stack's point, momentum and (weight-decayed) gradient while a step runs."""
+    """A stack's point, momentum and (weight-decayed) gradient while a step runs.
+
+    The momentum is ``p_owned`` once a letter has made it (the next letters may
+    overwrite it) and ``unprojected`` while the letter's RATTLE at x is left to the
+    next (the momentum is then P_x p); the point is ``x_kept`` once a drift wrote it
+    into the kept memory; ``write``, where set, computes the last drift straight into
+    the parameter and its momentum at the commit.
+    """
 
     stack: Stack
     x: Tensor
     p: Tensor
     g: Tensor | None
+    p_owned: bool = False
+    unprojected: bool = False
+    x_kept: bool = False
+    write: Callable[[], None] | None = None
 
 
 class Splitting(GeometricOptimizer):
@@ -108,6 +120,8 @@ class Splitting(GeometricOptimizer):
             manifold=manifold,
         )
         super().__init__(params, defaults, nonfinite=nonfinite, seed=seed, generator=generator)
+        # per stack (by its first parameter) and role, the memory the letters write into
+        self._work = Workspace()
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -162,14 +176,19 @@ class Splitting(GeometricOptimizer):
             self._run_lockstep(plan, phases, closure)
         else:
             for (_, ops), phase in zip(plan, phases, strict=True):
-                for op in ops:
-                    self._apply(op, phase)
+                for op, following in zip(ops, (*ops[1:], None), strict=True):
+                    self._apply(op, phase, following, last=following is None)
         flags = {"pending": not finish}
         proposals = []
         for (stack, _), phase in zip(plan, phases, strict=True):
+            self._resolve(phase)
             program = compile_scheme(stack.group["scheme"])
             pending = flags["pending"] and bool(program.finish)
-            proposals.append(Proposal(stack, phase.x, {"momentum": phase.p}, {"pending": pending}))
+            flag = {"pending": pending}
+            if phase.write is not None:
+                proposals.append(Proposal(stack, None, flags=flag, write=phase.write))
+            else:
+                proposals.append(Proposal(stack, phase.x, {"momentum": phase.p}, flag))
         return proposals
 
     def _phase(self, stack: Stack) -> _Phase:
@@ -226,23 +245,105 @@ class Splitting(GeometricOptimizer):
         finally:
             torch._foreach_copy_([local(p.data) for p, _ in saved], [local(v) for _, v in saved])
 
-    def _apply(self, op: Step, phase: _Phase) -> None:
-        """Apply one letter to ``phase``: the sub-step's pure function, with h = lr * fraction."""
+    def _apply(
+        self, op: Step, phase: _Phase, following: Step | None = None, last: bool = False
+    ) -> None:
+        """Apply one letter to ``phase``: the sub-step's pure function, with h = lr * fraction,
+        writing into the stack's kept memory (see :meth:`_memory`).
+
+        ``following``: the letter after it in this step, if known. With
+        ``linear_transport`` a B or O followed by a letter that projects at the same x (an
+        A's fast path, a B, an O projecting its result) leaves its RATTLE to that letter
+        (``unprojected``). ``last``: no letter follows it in this step.
+        """
         group, manifold = phase.stack.group, phase.stack.manifold
         h = group["lr"] * op.fraction
+        if op.letter == "A":
+            if self._fused_drift(op, phase, h, last):
+                return
+            self._resolve(phase)
+            move, p = _DRIFT[group["drift"]], phase.p
+            phase.x, phase.p = move(manifold, phase.x, p, h, rattle=op.rattle)
+            # a transport may hand p back (Euclidean): then it is as owned as before
+            phase.p_owned |= phase.p.untyped_storage().data_ptr() != p.untyped_storage().data_ptr()
+            return
+        defer = manifold.linear_transport and following is not None and (
+            following.letter in "AB" or following.letter == "O" and bool(following.project)
+        )
         if op.letter == "B":
             assert phase.g is not None  # set by _refresh_gradient when the phase is made
-            phase.p = kick(manifold, phase.x, phase.p, phase.g, h)
-        elif op.letter == "A":
-            move = _DRIFT[group["drift"]]
-            phase.x, phase.p = move(manifold, phase.x, phase.p, h, rattle=op.rattle)
+            phase.p = kick(manifold, phase.x, phase.p, phase.g, h, rattle=not defer,
+                           out=self._momentum_out(phase))
         else:
+            if not op.project:
+                self._resolve(phase)  # this O's p must be tangent
             gamma, tau = group["gamma"], group["tau"]
             _, sigma = ou_coefficients(h, gamma, tau)
-            xi = self.normal_like(phase.x) if sigma > 0 else None
+            xi = None
+            if sigma > 0:
+                xi = self.normal_like(phase.x, self._memory(phase, "noise", phase.x))
             phase.p = thermostat(
-                manifold, phase.x, phase.p, xi, h=h, gamma=gamma, tau=tau, project=op.project
+                manifold, phase.x, phase.p, xi, h=h, gamma=gamma, tau=tau, project=op.project,
+                rattle=not defer, out=self._momentum_out(phase),
             )
+        phase.p_owned = True  # in the kept memory, or new
+        phase.unprojected = defer
+
+    def _resolve(self, phase: _Phase) -> None:
+        """Apply the RATTLE a letter left to the next, where one is outstanding."""
+        if phase.unprojected:
+            phase.p = rattle_owned(phase.stack.manifold, phase.x, phase.p)
+            phase.unprojected = False
+
+    def _memory(self, phase: _Phase, role: str, like: Tensor) -> Tensor:
+        """The stack's memory for ``role``, kept between steps: fresh memory for each
+        sub-step's result costs more, on a CPU, than the pass that fills it."""
+        return self._work.like((id(phase.stack.params[0]), role), like)
+
+    def _momentum_out(self, phase: _Phase) -> Tensor:
+        return phase.p if phase.p_owned else self._memory(phase, "p", phase.p)
+
+    def _fused_drift(self, op: Step, phase: _Phase, h: float, last: bool) -> bool:
+        """The manifold's own drift by its fast path
+        (:meth:`~geodyn.manifolds.Manifold.fused_drift`) on a momentum a letter made: x'
+        into the one of two kept tensors that x is not and p' over p or, for the step's
+        last letter on a point in kept memory, both straight into the parameter and its
+        momentum at the commit (no copy). False where it does not apply or its checks
+        fail (nothing written: the generic drift then runs and reports)."""
+        if phase.stack.group["drift"] != "auto" or not phase.p_owned:
+            return False
+        fused = phase.stack.manifold.fused_drift(
+            phase.x, phase.p, h, rattle=op.rattle, project=phase.unprojected
+        )
+        if fused is None or not bool(torch.isfinite(fused.checks).all()):
+            return False
+        phase.unprojected = False
+        if last and phase.x_kept and self._writable(phase.stack):
+            phase.write = lambda: self._write(phase.stack, fused)
+            return True
+        out = self._memory(phase, "x", phase.x)
+        if out is phase.x:
+            out = self._memory(phase, "x'", phase.x)
+        phase.x, phase.p = fused.write(out, phase.p)
+        phase.x_kept = True
+        return True
+
+    def _writable(self, stack: Stack) -> bool:
+        """Whether a step's values can be written straight into the stack's parameter and
+        momentum: one contiguous parameter in its compute dtype, a contiguous momentum."""
+        if not stack.in_place:
+            return False
+        momentum = self.state[stack.params[0]].get("momentum")
+        return momentum is None or local(momentum).is_contiguous()
+
+    def _write(self, stack: Stack, fused: FusedStep) -> None:
+        (param,) = stack.params
+        state = self.state[param]
+        if "momentum" not in state:
+            state["momentum"] = torch.empty_like(param)
+        x = local(param.data)
+        shape = (-1, *stack.point_shape)
+        fused.write(x.view(shape), local(state["momentum"]).view(shape))
 
 
 _DRIFT: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {

@@ -83,13 +83,15 @@ def momentum_sum(
 
 @dataclass(frozen=True)
 class FusedStep:
-    """A step as reductions and one write (:meth:`Manifold.fused_momentum_step`).
+    """A step as reductions and one write (:meth:`Manifold.fused_momentum_step`,
+    :meth:`Manifold.fused_drift`).
 
     ``checks``: a small tensor (a few numbers per point) whose entries are all finite
     only if the write's outputs are finite and the fast path's accuracy holds; when one
     is not, the caller takes the generic path instead. ``write(x_out, buf_out)`` returns
     (x', b), written into ``x_out`` / ``buf_out`` when given (they may be the tensors the
-    step read: the write reads them before it overwrites them), else into new tensors.
+    step read, the write reading them before it overwrites them, except where the fast
+    path says otherwise), else into new tensors.
     """
 
     checks: Tensor
@@ -250,6 +252,22 @@ class Manifold(geoopt.Manifold):
         $\leftarrow \mathcal{T}_{x \to y} v$ (:meth:`transp`, to the new y). Returns checks:
         a small tensor, all finite only if x, y and the vectors were finite and every
         written value is.
+        """
+        return None
+
+    def fused_drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False
+    ) -> FusedStep | None:
+        r"""Fast path of :meth:`drift`, or ``None`` (the default: none declared).
+
+        Like :meth:`fused_momentum_step`, what the step computes before writing (it raises
+        what :meth:`drift` raises, :class:`ConvergenceError` for a SHAKE without a
+        multiplier) and one write: ``write(x_out, p_out)`` returns
+        ``drift(x, q, h, rattle=rattle)``'s (x', p'), with $q = P_x p$ under ``project``
+        (a projection a caller left to this step, with :attr:`linear_transport`) and
+        q = p otherwise, written into ``x_out`` (not x itself: the write reads x to the
+        end) and ``p_out`` (which may be p) when given. ``checks`` are all finite only if
+        the outputs are; when one is not, the caller takes :meth:`drift` instead.
         """
         return None
 

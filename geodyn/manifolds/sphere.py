@@ -214,9 +214,13 @@ class Oblique(Manifold):
         return torch.mul(x, torch.cos(theta)).addcmul_(u, scale)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
-        a = self._sqnorm(x)
-        b = self._dot(x, y)
-        d = self._sqnorm(y) - self.radius**2
+        lam = self._shake_root(self._sqnorm(x), self._dot(x, y), self._sqnorm(y) - self.radius**2)
+        return torch.addcmul(y, x, lam)
+
+    def _shake_root(self, a: Tensor, b: Tensor, d: Tensor) -> Tensor:
+        r"""The root nearest zero of $a\lambda^2 + 2b\lambda + d$ ($a = |x|^2$,
+        $b = \langle x, y\rangle$, $d = |y|^2 - r^2$), without cancellation:
+        $\lambda = -d / (b + \mathrm{sign}(b)\sqrt{b^2 - a d})$."""
         disc = b * b - a * d
         # negative, or NaN from overflow; traced code leaves the NaN to the caller's check
         if not traced(disc) and bool((~(disc >= 0)).any()):
@@ -227,10 +231,67 @@ class Oblique(Manifold):
                 residual=worst,
                 iterations=0,
             )
-        # root nearest zero, without cancellation: lambda = -d / (b + sign(b) sqrt(disc))
         root = disc.sqrt()
-        lam = -d / (b + torch.where(b < 0, -root, root))
-        return torch.addcmul(y, x, lam)
+        return -d / (b + torch.where(b < 0, -root, root))
+
+    def fused_drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False
+    ) -> FusedStep | None:
+        r"""Rows: from the row sums $s_{xx} = |x|^2$, $s_{xp} = \langle x,p\rangle$,
+        $s_{pp} = |p|^2$ alone (with ``project``, those of $q = p - c x$,
+        $c = s_{xp}/s_{xx}$: $\langle x,q\rangle = 0$, $|q|^2 = s_{pp} - c\,s_{xp}$; else
+        $q = p$), SHAKE's multiplier for $y = x + h q$
+        ($\langle x,y\rangle = s_{xx} + h \langle x,q\rangle$,
+        $|y|^2 = s_{xx} + 2h \langle x,q\rangle + h^2 |q|^2$), then one write of
+        $x' = (1 + \lambda) x + h q$ and one of $p' = (x' - x)/h = (\lambda/h) x + q$,
+        RATTLEd as $p' - \kappa x' = (\lambda/h - \kappa(1 + \lambda)) x + (1 - \kappa h) q$
+        with $\kappa = \langle x',p'\rangle / \langle x',x'\rangle$, also from the sums;
+        each write is $a x + b p$ with the coefficients of q folded in. 16 passes over
+        memory (reads and writes of a tensor like x) with the RATTLE, 13 without, with or
+        without the projection, against 23 and 17 for SHAKE and RATTLE verb by verb (and 6
+        more for the projection). The checks are the multipliers and per row the bounds
+        $|a| \sqrt{s_{xx}} + |b| \sqrt{s_{pp}}$ of each write's entries. Columns
+        (``dim=-2``) and subclasses that override a verb it rewrites (``drift``,
+        ``shake`` and those of the other fast paths) have none."""
+        cls = type(self)
+        if not self._rows_fused() or cls.shake is not Oblique.shake or (
+            cls.drift is not Manifold.drift
+        ):
+            return None
+        sxx, sxp, spp = _sqnorm_rows(x), _dot_rows(x, p), _sqnorm_rows(p)
+        if project:  # q = p - c x
+            c = sxp / sxx
+            qx, qq = torch.zeros_like(sxp), (spp - c * sxp).clamp_(min=0)
+        else:
+            c, qx, qq = torch.zeros_like(sxp), sxp, spp
+        d = (sxx - self.radius**2) + h * (2 * qx + h * qq)  # |y|^2 - r^2
+        lam = self._shake_root(sxx, sxx + h * qx, d)
+        s = 1 + lam
+        a, b = lam / h, None  # p' = a x + b q, b = 1
+        if rattle:
+            xx = s * s * sxx + 2 * h * s * qx + h * h * qq  # <x', x'>
+            xp = s * a * sxx + (1 + 2 * lam) * qx + h * qq  # <x', p'>
+            kappa = xp / xx
+            a, b = a - kappa * s, 1 - kappa * h
+        # on p itself: x' = (s - h c) x + h p, p' = (a - b c) x + b p
+        xs = s - h * c
+        pb = torch.ones_like(lam) if b is None else b
+        px = a - pb * c
+        norm_x, norm_p = sxx.sqrt(), spp.sqrt()
+        bounds = (xs.abs() * norm_x + h * norm_p, px.abs() * norm_x + pb.abs() * norm_p)
+        checks = torch.cat((lam, *bounds), dim=-1)
+
+        def write(x_out: Tensor | None, p_out: Tensor | None) -> tuple[Tensor, Tensor]:
+            x_new = torch.mul(x, xs, **_out(x_out)).add_(p, alpha=h)  # reads p before p_out
+            if b is not None:
+                return x_new, torch.mul(p, b, **_out(p_out)).addcmul_(x, px)
+            if p_out is p:
+                return x_new, p.addcmul_(x, px)
+            if p_out is None:
+                return x_new, torch.addcmul(p, x, px)
+            return x_new, torch.addcmul(p, x, px, out=p_out)
+
+        return FusedStep(checks, write)
 
     def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
         """Uniform (Haar) random point: normalised Gaussian slices."""

@@ -1,0 +1,229 @@
+"""The SHAKE/RATTLE drift on rows from row sums (Manifold.fused_drift) and the memory
+Splitting keeps for its letters: against the generic verbs, step by step, and their
+guards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geodyn.integrators import Splitting
+from geodyn.manifolds import CircleLift, ConvergenceError, NeuronSpheres, Oblique, Sphere
+from geodyn.manifolds.base import shake_drift
+
+F64 = torch.float64
+
+
+class GenericSphere(Sphere):
+    """The sphere with an overridden (identical) projection: no fast path applies."""
+
+    def proj_tangent(self, x, v):
+        return super().proj_tangent(x, v)
+
+
+class GenericNeuronSpheres(NeuronSpheres):
+    def proj_tangent(self, x, v):
+        return super().proj_tangent(x, v)
+
+
+RADII = torch.linspace(0.5, 2.0, 6, dtype=F64)
+TWINS = {
+    "Sphere": (lambda: Sphere(1.5), lambda: GenericSphere(1.5)),
+    "NeuronSpheres": (lambda: NeuronSpheres(RADII), lambda: GenericNeuronSpheres(RADII)),
+}
+
+
+@pytest.mark.parametrize("name", TWINS)
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    h=st.floats(1e-4, 0.4),
+    tangent=st.booleans(),
+    rattle=st.booleans(),
+    project=st.booleans(),
+)
+def test_fused_drift_equals_shake_then_rattle(name, seed, h, tangent, rattle, project):
+    """x' = shake(x, x + h q) and p' = rattle_x'((x' - x)/h) (or unprojected), q = P_x p
+    with ``project`` and p otherwise, from the row sums alone, equal the verbs' to
+    rounding; x is left as it was."""
+    fast, generic = TWINS[name][0](), TWINS[name][1]()
+    g = torch.Generator().manual_seed(seed)
+    x = fast.random_point(6, 5, dtype=F64, generator=g)
+    p = torch.randn(6, 5, dtype=F64, generator=g)
+    if tangent:
+        p = fast.proj_tangent(x, p)
+    x_before, p_fast, out = x.clone(), p.clone(), torch.full_like(x, float("nan"))
+    try:
+        q = generic.proj_tangent(x, p) if project else p
+        x_ref, p_ref = shake_drift(generic, x, q, h, rattle=rattle)
+    except ConvergenceError:  # too long a step: the fast path refuses it too
+        with pytest.raises(ConvergenceError):
+            fast.fused_drift(x, p_fast, h, rattle=rattle, project=project)
+        return
+    fused = fast.fused_drift(x, p_fast, h, rattle=rattle, project=project)
+    assert fused is not None and bool(torch.isfinite(fused.checks).all())
+    new = fused.write(None, None)  # into new tensors, reading x and p only
+    assert torch.equal(p_fast, p) and torch.equal(x, x_before)
+    written = fused.write(out, p_fast)  # into out, and over p
+    assert written[0] is out and written[1] is p_fast and torch.equal(x, x_before)
+    for a, b in zip(new, written, strict=True):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(out, x_ref, rtol=0, atol=1e-13)
+    # the verbs' (x' - x)/h cancels: its rounding is about eps |x| / h
+    eps = torch.finfo(F64).eps
+    atol = 16 * eps * (float(x.abs().max()) / h + float(p.abs().max()))
+    torch.testing.assert_close(p_fast, p_ref, rtol=0, atol=atol)
+    assert float(fast.residual(out)) < 1e-13
+    if rattle:
+        assert float((out * p_fast).sum(-1).abs().max()) < 1e-12
+
+
+def test_fused_drift_is_declared_only_for_oblique_rows_with_their_own_verbs():
+    x = Sphere().random_point(4, 3, dtype=F64)
+    p = torch.zeros_like(x)
+    undeclared = [
+        GenericSphere(), CircleLift(), Oblique(dim=-2),
+        type("OwnShake", (Sphere,), {"shake": lambda self, x, y: Sphere.shake(self, x, y)})(),
+        type("OwnDrift", (Sphere,), {"drift": lambda self, *a, **k: Sphere.drift(self, *a, **k)})(),
+    ]
+    for manifold in undeclared:
+        assert manifold.fused_drift(x, p, 0.1) is None
+    assert Sphere().fused_drift(x, p, 0.1) is not None
+
+
+def test_fused_drift_too_long_raises_as_shake_does_and_writes_nothing():
+    sphere = Sphere()
+    x = sphere.random_point(4, 3, dtype=F64)
+    p = sphere.proj_tangent(x, torch.randn(4, 3, dtype=F64))
+    with pytest.raises(ConvergenceError, match="reduce the step size"):
+        sphere.shake(x, x + 100.0 * p)
+    before = p.clone()
+    with pytest.raises(ConvergenceError, match="reduce the step size"):
+        sphere.fused_drift(x, p, 100.0)
+    assert torch.equal(p, before)
+
+
+def _run(manifold, scheme, drift, count=1):
+    """``count`` weights on ``manifold``: one is stepped in place, several as one stack."""
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.nn.Parameter(manifold.random_point(6, 5, dtype=F64, generator=g))
+          for _ in range(count)]
+    target = torch.randn(6, 5, dtype=F64, generator=g)
+    opt = Splitting([{"params": xs, "manifold": manifold}], lr=0.05, gamma=2.0, tau=0.1,
+                    scheme=scheme, drift=drift, seed=11)
+
+    def closure():
+        opt.zero_grad()
+        loss = sum(((x - target) ** 2).sum() + (x**4).sum() for x in xs)
+        loss.backward()
+        return loss
+
+    return xs, opt, closure
+
+
+@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("scheme", ["BAOAB", "OBABO", "ABOBA", "BAB", "BABAB"])
+@pytest.mark.parametrize("drift", ["auto", "shake"])
+@pytest.mark.parametrize("count", [1, 2])
+def test_splitting_in_place_equals_the_generic_letters_step_by_step(name, scheme, drift, count):
+    """Each step, from the same values and the same noise, agrees to rounding with the
+    generic letters; after each the twin's values are copied in (chaotic steps would
+    amplify rounding otherwise). The positions stay on M."""
+    fast, generic = TWINS[name][0](), TWINS[name][1]()
+    xs, opt, closure = _run(fast, scheme, drift, count)
+    ys, ref, ref_closure = _run(generic, scheme, drift, count)
+    for _ in range(6):
+        opt.step(closure)
+        ref.step(ref_closure)
+        for x, y in zip(xs, ys, strict=True):
+            torch.testing.assert_close(x.detach(), y.detach(), rtol=0, atol=1e-12)
+            p, q = opt.state[x]["momentum"], ref.state[y]["momentum"]
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-11)
+            assert float(fast.residual(x.detach())) < 1e-12
+            with torch.no_grad():
+                x.copy_(y)
+                p.copy_(q)
+
+
+def test_splitting_keeps_the_memory_its_letters_write_into_and_a_failed_step_changes_nothing():
+    """From the second step on, every letter writes into the same memory; the momentum
+    state is never that memory; a step with a NaN gradient under 'skip' leaves the
+    weight and the momentum as they were."""
+    sphere = Sphere()
+    x = torch.nn.Parameter(sphere.random_point(6, 5, dtype=F64))
+    opt = Splitting([{"params": [x], "manifold": sphere}], lr=0.05, tau=0.1, seed=0,
+                    nonfinite="skip")
+    kept = None
+    for i in range(6):
+        opt.zero_grad()
+        (x**4).sum().backward()
+        if i == 4:
+            x.grad[1, 2] = float("nan")
+            before = (x.detach().clone(), opt.state[x]["momentum"].clone())
+            with pytest.warns(RuntimeWarning, match="step skipped"):
+                opt.step()
+            assert torch.equal(x.detach(), before[0])
+            assert torch.equal(opt.state[x]["momentum"], before[1])
+            continue
+        opt.step()
+        ptrs = {key: t.data_ptr() for key, t in opt._work.kept().items()}
+        # the last drift writes straight into the parameter and its momentum
+        assert {role for _, role in ptrs} == {"p", "x", "noise"}
+        assert opt.state[x]["momentum"].data_ptr() not in ptrs.values()
+        assert x.data_ptr() not in ptrs.values()
+        if kept is not None:
+            assert ptrs == kept
+        kept = ptrs
+
+
+@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("twin", [0, 1])
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_a_drift_that_overflows_changes_nothing(name, twin, nonfinite):
+    """A finite float32 gradient whose kick overflows the drift's sums: both paths fail
+    the step (no SHAKE multiplier), and the weight and its momentum stay as they were."""
+    manifold = TWINS[name][twin]()
+    x = torch.nn.Parameter(manifold.random_point(6, 5, dtype=F64).float())
+    opt = Splitting([{"params": [x], "manifold": manifold}], lr=0.05, tau=0.1, seed=0,
+                    nonfinite=nonfinite)
+    for scale in (1.0, 1.0, 1e25):
+        opt.zero_grad()
+        (scale * (x**3).sum()).backward()
+        before = (x.detach().clone(), opt.state[x].get("momentum", torch.zeros(())).clone())
+        if scale == 1.0:
+            opt.step()
+            continue
+        if nonfinite == "raise":
+            with pytest.raises(ConvergenceError):
+                opt.step()
+        else:
+            with pytest.warns(RuntimeWarning, match="step skipped"):
+                opt.step()
+        assert torch.equal(x.detach(), before[0])
+        assert torch.equal(opt.state[x]["momentum"], before[1])
+
+
+def test_a_step_failing_in_a_later_stack_writes_nothing_to_a_deferred_one():
+    """The first weight's last drift is written at the commit only: a second weight whose
+    drift fails afterwards leaves both weights and momenta as they were."""
+    sphere = Sphere()
+    x, y = (torch.nn.Parameter(sphere.random_point(6, 5, dtype=F64).float()) for _ in range(2))
+    z = torch.nn.Parameter(sphere.random_point(3, 5, dtype=F64).float())  # another stack
+    opt = Splitting([{"params": [x], "manifold": sphere}, {"params": [z, y], "manifold": sphere}],
+                    lr=0.05, tau=0.1, seed=0, nonfinite="skip")
+    for scale in (1.0, 1.0, 1e25):
+        opt.zero_grad()
+        ((x**3).sum() + (z**3).sum() + scale * (y**3).sum()).backward()
+        before = [(w.detach().clone(), opt.state[w].get("momentum", torch.zeros(())).clone())
+                  for w in (x, y, z)]
+        if scale == 1.0:
+            opt.step()
+            continue
+        assert opt._writable(opt._stacks()[0])  # x's last drift is the deferred write
+        with pytest.warns(RuntimeWarning, match="step skipped"):
+            opt.step()
+        for w, (value, momentum) in zip((x, y, z), before, strict=True):
+            assert torch.equal(w.detach(), value)
+            assert torch.equal(opt.state[w]["momentum"], momentum)
