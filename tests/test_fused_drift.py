@@ -227,3 +227,22 @@ def test_a_step_failing_in_a_later_stack_writes_nothing_to_a_deferred_one():
         for w, (value, momentum) in zip((x, y, z), before, strict=True):
             assert torch.equal(w.detach(), value)
             assert torch.equal(opt.state[w]["momentum"], momentum)
+
+
+def test_fused_drift_refuses_a_projection_that_would_cancel_and_the_step_stays_on_m():
+    """A long step whose momentum lies along x: folding P_x into
+    x' = (s - h c) x + h p would cancel two terms 1e5 times larger than x. The fast
+    path's checks fail, and the generic drift (q = P_x p first) keeps the step on the
+    sphere: a BAOAB step of h = 1e6 whose noise, drawn from a generator seeded as the
+    point's, is parallel to the point (the fault sweep's example)."""
+    sphere = Sphere()
+    x = sphere.random_point(2, 4, generator=torch.Generator().manual_seed(0))
+    p = 0.868 * x + 1e-8 * sphere.proj_tangent(x, torch.ones_like(x))
+    fused = sphere.fused_drift(x, p.clone(), 5e5, rattle=True, project=True)
+    assert fused is not None and not bool(torch.isfinite(fused.checks).all())
+    point = sphere.random_point(2, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
+    y = torch.nn.Parameter(point.float())
+    opt = Splitting([{"params": [y], "manifold": sphere}], lr=1e6, tau=0.1, seed=0)
+    y.grad = torch.zeros_like(y)
+    opt.step()
+    assert float(sphere.residual(y.detach())) < 1e-5

@@ -330,11 +330,15 @@ class Splitting(GeometricOptimizer):
 
     def _writable(self, stack: Stack) -> bool:
         """Whether a step's values can be written straight into the stack's parameter and
-        momentum: one contiguous parameter in its compute dtype, a contiguous momentum."""
+        momentum: one contiguous parameter in its compute dtype, a momentum like it."""
         if not stack.in_place:
             return False
-        momentum = self.state[stack.params[0]].get("momentum")
-        return momentum is None or local(momentum).is_contiguous()
+        param = stack.params[0]
+        momentum = self.state[param].get("momentum")
+        return momentum is None or (
+            local(momentum).is_contiguous()
+            and (momentum.shape, momentum.dtype) == (param.shape, param.dtype)
+        )
 
     def _write(self, stack: Stack, fused: FusedStep) -> None:
         (param,) = stack.params

@@ -250,7 +250,10 @@ class Oblique(Manifold):
         memory (reads and writes of a tensor like x) with the RATTLE, 13 without, with or
         without the projection, against 23 and 17 for SHAKE and RATTLE verb by verb (and 6
         more for the projection). The checks are the multipliers and per row the bounds
-        $|a| \sqrt{s_{xx}} + |b| \sqrt{s_{pp}}$ of each write's entries. Columns
+        $|a| \sqrt{s_{xx}} + |b| \sqrt{s_{pp}}$ of each write's entries; a row whose x'
+        bound exceeds $4 |x|$ (its terms would cancel: a momentum h times longer than x
+        along x, which the projection removes) fails them, and the caller takes the
+        verbs, which form q first. Columns
         (``dim=-2``) and subclasses that override a verb it rewrites (``drift``,
         ``shake`` and those of the other fast paths) have none."""
         cls = type(self)
@@ -279,7 +282,9 @@ class Oblique(Manifold):
         px = a - pb * c
         norm_x, norm_p = sxx.sqrt(), spp.sqrt()
         bounds = (xs.abs() * norm_x + h * norm_p, px.abs() * norm_x + pb.abs() * norm_p)
-        checks = torch.cat((lam, *bounds), dim=-1)
+        # x' rounds like a SHAKE only where its two terms do not cancel far below them
+        accurate = bounds[0] <= 4 * norm_x
+        checks = torch.cat((lam.masked_fill(~accurate, float("nan")), *bounds), dim=-1)
 
         def write(x_out: Tensor | None, p_out: Tensor | None) -> tuple[Tensor, Tensor]:
             x_new = torch.mul(x, xs, **_out(x_out)).add_(p, alpha=h)  # reads p before p_out
