@@ -96,7 +96,7 @@ def thermostat(
     an A step left; otherwise p is tangent and only the noise is projected.
     ``rattle=False`` returns c p + sigma xi, whose RATTLE at x (the O step itself then)
     a caller leaves to its next sub-step, as in :func:`kick`; ``out`` is that of
-    :func:`kick`.
+    :func:`kick` (and must not be ``noise``).
     """
     c, sigma = ou_coefficients(h, gamma, tau)
     if sigma > 0 and noise is None:

@@ -334,10 +334,11 @@ class Splitting(GeometricOptimizer):
         if not stack.in_place:
             return False
         param = stack.params[0]
-        momentum = self.state[param].get("momentum")
+        momentum = self.state.get(param, {}).get("momentum")  # adds no state entry
         return momentum is None or (
             local(momentum).is_contiguous()
-            and (momentum.shape, momentum.dtype) == (param.shape, param.dtype)
+            and (momentum.shape, momentum.dtype, momentum.device)
+            == (param.shape, param.dtype, param.device)
         )
 
     def _write(self, stack: Stack, fused: FusedStep) -> None:

@@ -252,8 +252,9 @@ class Oblique(Manifold):
         more for the projection). The checks are the multipliers and per row the bounds
         $|a| \sqrt{s_{xx}} + |b| \sqrt{s_{pp}}$ of each write's entries; a row whose x'
         bound exceeds $4 |x|$ (its terms would cancel: a momentum h times longer than x
-        along x, which the projection removes) fails them, and the caller takes the
-        verbs, which form q first. Columns
+        along x, which the projection removes) fails them, as does one with
+        $h |p| > 4 |x|$ before its multiplier is sought, and the caller takes the verbs,
+        which form q first. Columns
         (``dim=-2``) and subclasses that override a verb it rewrites (``drift``,
         ``shake`` and those of the other fast paths) have none."""
         cls = type(self)
@@ -267,8 +268,12 @@ class Oblique(Manifold):
             qx, qq = torch.zeros_like(sxp), (spp - c * sxp).clamp_(min=0)
         else:
             c, qx, qq = torch.zeros_like(sxp), sxp, spp
+        norm_x, norm_p = sxx.sqrt(), spp.sqrt()
+        # a row with h |p| > 4 |x| fails the accuracy check below whatever its root: it
+        # is left to the verbs (its sums may have lost their digits) rather than refused
+        long = ~(h * norm_p <= 4 * norm_x)
         d = (sxx - self.radius**2) + h * (2 * qx + h * qq)  # |y|^2 - r^2
-        lam = self._shake_root(sxx, sxx + h * qx, d)
+        lam = self._shake_root(sxx, sxx + h * qx, d.masked_fill(long, 0.0))
         s = 1 + lam
         a, b = lam / h, None  # p' = a x + b q, b = 1
         if rattle:
@@ -280,10 +285,9 @@ class Oblique(Manifold):
         xs = s - h * c
         pb = torch.ones_like(lam) if b is None else b
         px = a - pb * c
-        norm_x, norm_p = sxx.sqrt(), spp.sqrt()
         bounds = (xs.abs() * norm_x + h * norm_p, px.abs() * norm_x + pb.abs() * norm_p)
         # x' rounds like a SHAKE only where its two terms do not cancel far below them
-        accurate = bounds[0] <= 4 * norm_x
+        accurate = ~long & (bounds[0] <= 4 * norm_x)
         checks = torch.cat((lam.masked_fill(~accurate, float("nan")), *bounds), dim=-1)
 
         def write(x_out: Tensor | None, p_out: Tensor | None) -> tuple[Tensor, Tensor]:
