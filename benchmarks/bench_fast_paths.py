@@ -13,8 +13,8 @@ in-place gradient projection and put-back (``fused_proj_tangent_``, ``fused_put_
 and on the subclass without them, interleaved with torch Adam on a tensor of the same
 size.
 
-Then ``Splitting`` (BAOAB, lr=0.01, tau=1e-4) on Oblique rows: with the in-place drift
-(``fused_drift``) and the RATTLEs in place, writing into its kept memory; the same
+Then ``Splitting`` (BAOAB, lr=0.01, tau=1e-4) on Oblique rows and the ball: with the
+drift's fast path (``fused_drift``), writing into its kept memory; the same
 allocating every letter's result afresh; and on the subclass without fast paths,
 interleaved with torch SGD-momentum plus drawing one normal tensor of the same size.
 """
@@ -131,24 +131,28 @@ class _NoisySGD(torch.optim.SGD):
 
 
 def _splitting(steps: int) -> None:
-    """BAOAB on Oblique rows: in place in kept memory, allocating, generic; against SGD."""
-    optimizers: list[torch.optim.Optimizer] = []
-    for kind, manifold in ((Splitting, Oblique()), (_FreshSplitting, Oblique()),
-                           (Splitting, _generic(Oblique)())):
-        p = torch.nn.Parameter(manifold.random_point(*SHAPE))
-        optimizers.append(kind([p], lr=0.01, tau=1e-4, manifold=manifold, seed=0))
-    flat = torch.nn.Parameter(torch.randn(SHAPE))
-    optimizers.append(_NoisySGD([flat], lr=0.01, momentum=0.9, foreach=True))
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group["params"]:
-                p.grad = 0.01 * torch.randn_like(p)
-    _time(3, *optimizers)
-    kept, fresh, generic, sgd = _time(steps, *optimizers)
+    """BAOAB on rows and the ball: in place in kept memory, allocating, generic; against
+    SGD-momentum plus the noise."""
     print(f"\n{'BAOAB':18s} {'in place':>10s} {'fresh':>10s} {'generic':>10s} "
           f"{'SGD+noise':>10s}   ratios to SGD + noise")
-    print(f"{'Oblique rows':18s} {kept:8.2f}ms {fresh:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
-          f"{kept / sgd:.2f}x / {fresh / sgd:.2f}x / {generic / sgd:.2f}x")
+    for name, (cls, params, point) in _cases().items():
+        if cls not in (Oblique, NormBall):
+            continue
+        optimizers: list[torch.optim.Optimizer] = []
+        for kind, manifold in ((Splitting, cls(*params)), (_FreshSplitting, cls(*params)),
+                               (Splitting, _generic(cls)(*params))):
+            p = torch.nn.Parameter(point(manifold))
+            optimizers.append(kind([p], lr=0.01, tau=1e-4, manifold=manifold, seed=0))
+        flat = torch.nn.Parameter(torch.randn(SHAPE))
+        optimizers.append(_NoisySGD([flat], lr=0.01, momentum=0.9, foreach=True))
+        for opt in optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.grad = 0.01 * torch.randn_like(p)
+        _time(3, *optimizers)
+        kept, fresh, generic, sgd = _time(steps, *optimizers)
+        print(f"{name:18s} {kept:8.2f}ms {fresh:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "
+              f"{kept / sgd:.2f}x / {fresh / sgd:.2f}x / {generic / sgd:.2f}x")
 
 
 if __name__ == "__main__":

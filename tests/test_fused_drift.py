@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geodyn.integrators import Splitting
-from geodyn.manifolds import CircleLift, ConvergenceError, NeuronSpheres, Oblique, Sphere
+from geodyn.manifolds import CircleLift, ConvergenceError, NeuronSpheres, NormBall, Oblique, Sphere
 from geodyn.manifolds.base import shake_drift
 
 F64 = torch.float64
@@ -28,11 +28,19 @@ class GenericNeuronSpheres(NeuronSpheres):
         return super().proj_tangent(x, v)
 
 
+class GenericBall(NormBall):
+    """The ball with an overridden (identical) drift: no fast path applies."""
+
+    def drift(self, x, p, h, *, rattle=True):
+        return super().drift(x, p, h, rattle=rattle)
+
+
 RADII = torch.linspace(0.5, 2.0, 6, dtype=F64)
 TWINS = {
     "Sphere": (lambda: Sphere(1.5), lambda: GenericSphere(1.5)),
     "NeuronSpheres": (lambda: NeuronSpheres(RADII), lambda: GenericNeuronSpheres(RADII)),
 }
+BALL = (lambda: NormBall(1.5), lambda: GenericBall(1.5))
 
 
 @pytest.mark.parametrize("name", TWINS)
@@ -132,7 +140,7 @@ def _run(manifold, scheme, drift, count=1):
     return xs, opt, closure
 
 
-@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("name", [*TWINS, "NormBall"])
 @pytest.mark.parametrize("scheme", ["BAOAB", "OBABO", "ABOBA", "BAB", "BABAB"])
 @pytest.mark.parametrize("drift", ["auto", "shake"])
 @pytest.mark.parametrize("count", [1, 2])
@@ -140,7 +148,8 @@ def test_splitting_in_place_equals_the_generic_letters_step_by_step(name, scheme
     """Each step, from the same values and the same noise, agrees to rounding with the
     generic letters; after each the twin's values are copied in (chaotic steps would
     amplify rounding otherwise). The positions stay on M."""
-    fast, generic = TWINS[name][0](), TWINS[name][1]()
+    make_fast, make_generic = {**TWINS, "NormBall": BALL}[name]
+    fast, generic = make_fast(), make_generic()
     xs, opt, closure = _run(fast, scheme, drift, count)
     ys, ref, ref_closure = _run(generic, scheme, drift, count)
     for _ in range(6):
@@ -293,3 +302,27 @@ def test_a_failed_first_step_adds_no_state_entry():
     with pytest.warns(RuntimeWarning, match="step skipped"):
         opt.step()
     assert opt.state_dict()["state"] == {}
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), h=st.floats(1e-3, 2.0), inside=st.booleans())
+def test_ball_fused_drift_is_the_free_flight_and_the_verbs_reflection(seed, h, inside):
+    """Rows that meet no wall within h fly freely, x' = x + h p (clipped only by
+    rounding) and p' = p, as the verbs; rows that do are the verbs' reflection."""
+    ball, generic = NormBall(1.5), GenericBall(1.5)
+    g = torch.Generator().manual_seed(seed)
+    x = ball.random_point(6, 5, dtype=F64, generator=g) * (0.5 if inside else 1.0)
+    p = torch.randn(6, 5, dtype=F64, generator=g) * (0.1 if inside else 1.0)
+    x_ref, p_ref = generic.drift(x, p, h)
+    assert generic.fused_drift(x, p, h) is None
+    fused = ball.fused_drift(x, p, h)
+    assert fused is not None and bool(torch.isfinite(fused.checks).all())
+    before = (x.clone(), p.clone())
+    x_new, p_new = fused.write(torch.empty_like(x), None)
+    assert torch.equal(x, before[0]) and torch.equal(p, before[1]) and p_new is not p
+    torch.testing.assert_close(x_new, x_ref, rtol=0, atol=1e-14)
+    torch.testing.assert_close(p_new, p_ref, rtol=0, atol=1e-14)
+    q = p.clone()
+    assert fused.write(torch.empty_like(x), q)[1] is q  # over the momentum itself
+    torch.testing.assert_close(q, p_ref, rtol=0, atol=1e-14)
