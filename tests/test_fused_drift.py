@@ -6,26 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fused_twins import TWINS, GenericSphere
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geodyn.integrators import Splitting
-from geodyn.manifolds import CircleLift, ConvergenceError, NeuronSpheres, NormBall, Oblique, Sphere
+from geodyn.manifolds import CircleLift, ConvergenceError, NormBall, Oblique, Sphere
 from geodyn.manifolds.base import shake_drift
 
 F64 = torch.float64
-
-
-class GenericSphere(Sphere):
-    """The sphere with an overridden (identical) projection: no fast path applies."""
-
-    def proj_tangent(self, x, v):
-        return super().proj_tangent(x, v)
-
-
-class GenericNeuronSpheres(NeuronSpheres):
-    def proj_tangent(self, x, v):
-        return super().proj_tangent(x, v)
 
 
 class GenericBall(NormBall):
@@ -35,11 +24,6 @@ class GenericBall(NormBall):
         return super().drift(x, p, h, rattle=rattle)
 
 
-RADII = torch.linspace(0.5, 2.0, 6, dtype=F64)
-TWINS = {
-    "Sphere": (lambda: Sphere(1.5), lambda: GenericSphere(1.5)),
-    "NeuronSpheres": (lambda: NeuronSpheres(RADII), lambda: GenericNeuronSpheres(RADII)),
-}
 BALL = (lambda: NormBall(1.5), lambda: GenericBall(1.5))
 
 

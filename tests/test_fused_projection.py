@@ -6,31 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fused_twins import TWINS, GenericSphere
 
 import geodyn.functional as F
 from geodyn.integrators import Constrained, NonFiniteError
-from geodyn.manifolds import CircleLift, NeuronSpheres, Oblique, Sphere
+from geodyn.manifolds import CircleLift, Oblique, Sphere
 
 F64 = torch.float64
 
-
-class GenericSphere(Sphere):
-    """The sphere with an overridden (identical) projection: no fast path applies."""
-
-    def proj_tangent(self, x, v):
-        return super().proj_tangent(x, v)
-
-
-class GenericNeuronSpheres(NeuronSpheres):
-    def proj_tangent(self, x, v):
-        return super().proj_tangent(x, v)
-
-
-RADII = torch.linspace(0.5, 2.0, 6, dtype=F64)
-TWINS = {
-    "Sphere": (lambda: Sphere(1.5), lambda: GenericSphere(1.5)),
-    "NeuronSpheres": (lambda: NeuronSpheres(RADII), lambda: GenericNeuronSpheres(RADII)),
-}
 BASES = {
     "Adam": lambda ps: torch.optim.Adam(ps, lr=3e-2),
     "AdamW": lambda ps: torch.optim.AdamW(ps, lr=3e-2, weight_decay=0.1),
