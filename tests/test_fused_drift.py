@@ -310,3 +310,30 @@ def test_ball_fused_drift_is_the_free_flight_and_the_verbs_reflection(seed, h, i
     q = p.clone()
     assert fused.write(torch.empty_like(x), q)[1] is q  # over the momentum itself
     torch.testing.assert_close(q, p_ref, rtol=0, atol=1e-14)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), wall=st.booleans(),
+       bad=st.sampled_from([None, "nan", "inf"]))
+def test_ball_projection_in_place_is_the_cone_projection(seed, wall, bad):
+    """v <- P_x v in place equals proj_tangent (the cone at the wall, v inside); a NaN or
+    Inf entry of v, inside or at the wall, reaches the checks."""
+    ball = NormBall(1.5)
+    g = torch.Generator().manual_seed(seed)
+    x = ball.random_point(6, 5, dtype=F64, generator=g)
+    if wall:
+        x[::2] = 1.5 * x[::2] / x[::2].norm(dim=-1, keepdim=True)
+    v = torch.randn(6, 5, dtype=F64, generator=g)
+    expected = ball.proj_tangent(x, v)
+    if bad is not None:
+        v[int(torch.randint(6, (1,), generator=g)), 1] = float(bad)
+    w = v.clone()
+    checks = ball.fused_proj_tangent_(x, w)
+    assert checks is not None
+    if bad is not None:
+        assert not bool(torch.isfinite(checks).all())
+        return
+    assert bool(torch.isfinite(checks).all())
+    torch.testing.assert_close(w, expected, rtol=0, atol=1e-14)
+    own_rattle = type("OwnRattle", (NormBall,), {"rattle": NormBall.proj_tangent})()
+    assert own_rattle.fused_proj_tangent_(x, v.clone()) is None

@@ -84,6 +84,19 @@ class NormBall(Manifold):
         outward = ((x * v).sum(-1, keepdim=True) / sq).clamp(min=0)
         return torch.addcmul(v, x, torch.where(self._touches(sq, x.dtype), outward, 0.0), value=-1)
 
+    def fused_proj_tangent_(self, x: Tensor, v: Tensor) -> Tensor | None:
+        r"""In place: $v \leftarrow v - x \max(\langle x,v\rangle, 0)/|x|^2$ on the rows at
+        the wall, v unchanged inside. The checks are $|x|^2$, $\langle x,v\rangle$ (every
+        row's: a NaN or Inf entry of x or v reaches them) and the coefficient. A subclass
+        that overrides ``proj_tangent`` or ``rattle`` has none."""
+        cls = type(self)
+        if cls.proj_tangent is not NormBall.proj_tangent or cls.rattle is not Manifold.rattle:
+            return None
+        sq, xv = _sqnorm(x), _dot_rows(x, v)
+        c = torch.where(self._touches(sq, x.dtype), (xv / sq).clamp(min=0), 0.0)
+        v.addcmul_(x, c, value=-1)
+        return torch.cat((sq, xv, c), dim=-1)
+
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         y = x + v
         return y * (self.radius / safe_norm(y, -1)).clamp(max=1.0)
