@@ -99,16 +99,21 @@ def _constrained_adam(steps: int) -> None:
         optimizers.append(Constrained(base))
     optimizers.append(torch.optim.Adam([torch.nn.Parameter(torch.randn(SHAPE))], lr=1e-3,
                                        foreach=True))
-    for opt in optimizers:
-        for group in opt.param_groups:
-            for p in group["params"]:
-                p.grad = 0.01 * torch.randn_like(p)
+    _with_gradients(optimizers)
     _time(3, *optimizers)
     fused, generic, adam = _time(steps, *optimizers)
     print(f"\n{'Constrained(Adam)':18s} {'in place':>10s} {'generic':>10s} {'torch Adam':>10s}"
           "   ratios to Adam")
     print(f"{'Oblique rows':18s} {fused:8.2f}ms {generic:8.2f}ms {adam:8.2f}ms   "
           f"{fused / adam:.2f}x / {generic / adam:.2f}x")
+
+
+def _with_gradients(optimizers: list[torch.optim.Optimizer]) -> None:
+    """A small random gradient on every parameter of ``optimizers``."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = 0.01 * torch.randn_like(p)
 
 
 class _FreshSplitting(Splitting):
@@ -121,13 +126,13 @@ class _FreshSplitting(Splitting):
 class _NoisySGD(torch.optim.SGD):
     """SGD-momentum plus one standard normal tensor per parameter: BAOAB's reference."""
 
+    generator = torch.Generator().manual_seed(0)
+
     def step(self, closure: Any = None) -> Any:
         for group in self.param_groups:
             for p in group["params"]:
                 torch.randn(p.shape, generator=self.generator)
         return super().step(closure)
-
-    generator = torch.Generator().manual_seed(0)
 
 
 def _splitting(steps: int) -> None:
@@ -145,10 +150,7 @@ def _splitting(steps: int) -> None:
             optimizers.append(kind([p], lr=0.01, tau=1e-4, manifold=manifold, seed=0))
         flat = torch.nn.Parameter(torch.randn(SHAPE))
         optimizers.append(_NoisySGD([flat], lr=0.01, momentum=0.9, foreach=True))
-        for opt in optimizers:
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    p.grad = 0.01 * torch.randn_like(p)
+        _with_gradients(optimizers)
         _time(3, *optimizers)
         kept, fresh, generic, sgd = _time(steps, *optimizers)
         print(f"{name:18s} {kept:8.2f}ms {fresh:8.2f}ms {generic:8.2f}ms {sgd:8.2f}ms   "

@@ -67,6 +67,11 @@ class NormBall(Manifold):
         """Mask (..., 1): whether x lies on the sphere |x| = r up to ``boundary_atol``."""
         return self._touches(_sqnorm(x), x.dtype)
 
+    def _outward(self, sq: Tensor, xv: Tensor, dtype: torch.dtype) -> Tensor:
+        """The cone's coefficient max(<x, v>, 0) / |x|^2 at the wall rows, 0 inside, from
+        sq = |x|^2 and xv = <x, v>: P_x v = v - coefficient x."""
+        return torch.where(self._touches(sq, dtype), (xv / sq).clamp(min=0), 0.0)
+
     def _touches(self, sq: Tensor, dtype: torch.dtype) -> Tensor:
         """c(x) >= -atol, from sq = |x|^2: (sq - r^2) / (2 r^2) >= -atol."""
         atol = self.boundary_atol if self.boundary_atol is not None else default_atol(dtype)
@@ -81,8 +86,8 @@ class NormBall(Manifold):
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """v inside; at the boundary, v minus its outward normal component (the cone)."""
         sq = _sqnorm(x)
-        outward = ((x * v).sum(-1, keepdim=True) / sq).clamp(min=0)
-        return torch.addcmul(v, x, torch.where(self._touches(sq, x.dtype), outward, 0.0), value=-1)
+        return torch.addcmul(v, x, self._outward(sq, (x * v).sum(-1, keepdim=True), x.dtype),
+                             value=-1)
 
     def fused_proj_tangent_(self, x: Tensor, v: Tensor) -> Tensor | None:
         r"""In place: $v \leftarrow v - x \max(\langle x,v\rangle, 0)/|x|^2$ on the rows at
@@ -93,7 +98,7 @@ class NormBall(Manifold):
         if cls.proj_tangent is not NormBall.proj_tangent or cls.rattle is not Manifold.rattle:
             return None
         sq, xv = _sqnorm(x), _dot_rows(x, v)
-        c = torch.where(self._touches(sq, x.dtype), (xv / sq).clamp(min=0), 0.0)
+        c = self._outward(sq, xv, x.dtype)
         v.addcmul_(x, c, value=-1)
         return torch.cat((sq, xv, c), dim=-1)
 
@@ -115,7 +120,7 @@ class NormBall(Manifold):
         """
         sq = _sqnorm(x)
         gx = _dot_rows(x, g)
-        cone = torch.where(self._touches(sq, x.dtype), (gx / sq).clamp_(min=0), 0.0)
+        cone = self._outward(sq, gx, x.dtype)
         if old is None:
             b = torch.addcmul(g, x, cone, value=-1)
         else:
@@ -126,7 +131,7 @@ class NormBall(Manifold):
         scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)
         sq_new = sy * scale.square()
         yb = _dot_rows(y, b).mul_(scale)  # <x', b>
-        outward = torch.where(self._touches(sq_new, x.dtype), (yb / sq_new).clamp_(min=0), 0.0)
+        outward = self._outward(sq_new, yb, x.dtype)
         checks = torch.cat((sq, gx, sy, yb), dim=-1)
 
         def write(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
