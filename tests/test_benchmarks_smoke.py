@@ -91,6 +91,15 @@ def test_records_have_finite_numbers_and_targets(result: dict) -> None:
                 within = within and rec["peer_ratio"] <= 1.0
             assert rec["target_met"] == within
         assert "target_bound" in by_name["Stiefel qr | RSGD"]
+        # the Stiefel minima count a projection at each point a step visits
+        floor = refs["floor:orthonormal, SGD"]
+        minima = {
+            "Stiefel qr | BAOAB": floor + refs["noise"] + 2 * refs["proj"] + refs["cholqr"],
+            "Stiefel qr | Constrained(Adam)": refs["adam"] + 3 * refs["proj"] + refs["cholqr"],
+        }
+        for name, minimum in minima.items():
+            assert by_name[name]["target_ref_ms"] == pytest.approx(minimum)
+        assert "2 proj" in by_name["Stiefel qr | BAOAB"]["target_ref"]
         assert by_name["Oblique rows | RSGD"]["target_bound"] == 1.10
         for name in ("torch SGD", "torch Adam"):
             assert by_name[name]["ratio"] == 1.0
