@@ -5,6 +5,8 @@ accuracy would not hold."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -341,3 +343,57 @@ def _with_scratches(manifold, drop):  # noqa: ANN001, ANN202
     clone = object.__new__(mixed)
     clone.__dict__.update(manifold.__dict__)
     return clone
+
+
+# per fast path, the verbs of the generic step it rewrites
+REWRITTEN = {
+    "rows": ("proj_tangent", "rattle", "retract", "transp"),
+    "ball": ("proj_tangent", "retract", "transp", "retr_transp"),
+    "lp": ("proj_tangent", "normal", "retract"),
+    "lift": ("proj_tangent", "retr_transp"),
+    "stiefel": ("proj_tangent", "retract"),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "verb"), [(name, verb) for name, verbs in REWRITTEN.items() for verb in verbs]
+)
+def test_a_subclass_overriding_a_rewritten_verb_has_no_fast_path(name, verb):
+    """A fast path stands in for the verbs of the step: where a subclass overrides one
+    (here with the same values), the fast path declines and the generic step, which calls
+    the override, runs."""
+    make, point = SCRATCH_CASES[name]
+    manifold = make()
+    base = type(manifold)
+
+    def delegate(self, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        return getattr(super(own, self), verb)(*args, **kw)
+
+    own = type(f"Own{verb}", (base,), {verb: delegate})
+    twin = copy.copy(manifold)
+    twin.__class__ = own
+    gen = torch.Generator().manual_seed(5)
+    x = point(manifold, 4, gen)
+    g, old = torch.randn(x.shape, dtype=DT, generator=gen), manifold.proj_tangent(
+        x, torch.randn(x.shape, dtype=DT, generator=gen))
+    hyper = dict(lr=0.05, momentum=0.9, dampening=0.0)
+    assert manifold.fused_momentum_step(x, g, old, **hyper) is not None
+    assert twin.fused_momentum_step(x, g, old, **hyper) is None
+
+
+def test_a_sticky_ball_follows_its_own_projection():
+    """A ball whose proj_tangent also removes inward velocities at the wall: RSGD steps
+    by that projection (the generic step), not by the ball's fast path."""
+
+    class StickyBall(NormBall):
+        def proj_tangent(self, x, v):  # noqa: ANN001, ANN202
+            normal = x * ((x * v).sum(-1, keepdim=True) / (x * x).sum(-1, keepdim=True))
+            return torch.where(self.on_boundary(x), v - normal, v)
+
+    manifold = StickyBall(1.0)
+    gen = torch.Generator().manual_seed(2)
+    x0 = manifold.random_point(8, 5, dtype=DT, generator=gen)
+    x0[::2] = x0[::2] / x0[::2].norm(dim=-1, keepdim=True)  # half the rows at the wall
+    t = 3 * torch.randn(x0.shape, dtype=DT, generator=gen)
+    _follows_the_generic_step(manifold, x0, lambda x: _grad(x, t), lr=0.1, steps=5,
+                              tol=dict(rtol=1e-13, atol=1e-13), momentum=0.9)

@@ -271,6 +271,13 @@ class Manifold(geoopt.Manifold):
         """
         return None
 
+    def _inherits(self, owner: type, *verbs: str) -> bool:
+        """Whether this manifold takes each of ``verbs`` from ``owner`` unchanged. A fast
+        path rewrites the verbs of the step it replaces: it applies only then, and a
+        subclass that overrides one of them takes the generic step, which calls its own."""
+        cls = type(self)
+        return all(getattr(cls, verb) is getattr(owner, verb) for verb in verbs)
+
     @property
     def coupled_dims(self) -> tuple[int, ...]:
         """The axes (negative) whose entries one point couples: the last ``ndim``."""

@@ -110,10 +110,13 @@ class CircleLift(Sphere):
         with no complex temporaries. ``checks`` is $\sum \beta + \sum \nu + \sum r/|w|$
         over the last weight axis, finite only if x, g and the buffer are (a sum that
         overflows is not finite either, and sends the step to the generic path). Half
-        precisions have no fast path. The caller's ``scratch`` (the size of x), where
-        given, holds $\mathrm{Re}(w)$ and the sine.
+        precisions, and a subclass that overrides a verb of the step (``proj_tangent``,
+        ``retr_transp``), have no fast path. The caller's ``scratch`` (the size of x),
+        where given, holds $\mathrm{Re}(w)$ and the sine.
         """
-        if x.dtype not in (torch.float32, torch.float64):
+        if x.dtype not in (torch.float32, torch.float64) or not self._inherits(
+            CircleLift, "proj_tangent", "retr_transp"
+        ):
             return None
         q, xi = x[..., 0], x[..., 1]
         inverse = torch.mul(q, q).addcmul_(xi, xi).reciprocal_()

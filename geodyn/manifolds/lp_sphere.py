@@ -125,8 +125,11 @@ class LpSphere(Manifold):
         $x' = r\, y / \|y\|_p$, the buffer written at the commit: the generic step to
         rounding. ``checks`` holds the row sums and $\|y\|_p$, finite only if x, g and
         the buffer are; where $\|y\|_p$ is 0 or overflows, the generic step (with its
-        scaled norm) runs.
+        scaled norm) runs. A subclass that overrides a verb of the step (``proj_tangent``,
+        ``normal``, ``retract``) has none.
         """
+        if not self._inherits(LpSphere, "proj_tangent", "normal", "retract"):
+            return None
         b = momentum_sum(old, g, momentum, dampening, scratch)
         n = x.abs().pow_(self.p - 1).copysign_(x)
         nb = _dot_rows(n, b)

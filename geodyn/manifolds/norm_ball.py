@@ -94,8 +94,7 @@ class NormBall(Manifold):
         the wall, v unchanged inside. The checks are $|x|^2$, $\langle x,v\rangle$ (every
         row's: a NaN or Inf entry of x or v reaches them) and the coefficient. A subclass
         that overrides ``proj_tangent`` or ``rattle`` has none."""
-        cls = type(self)
-        if cls.proj_tangent is not NormBall.proj_tangent or cls.rattle is not Manifold.rattle:
+        if not self._inherits(NormBall, "proj_tangent", "rattle"):
             return None
         sq, xv = _sqnorm(x), _dot_rows(x, v)
         c = self._outward(sq, xv, x.dtype)
@@ -116,8 +115,12 @@ class NormBall(Manifold):
         $\langle x, x\rangle, \langle x, g\rangle, |y|^2, \langle y, b\rangle$ (so
         $|x'|^2$ and $\langle x', b\rangle$ follow by the scale): the generic step to
         rounding. ``checks`` holds those sums, finite only if x, g and the buffer are;
-        where $|y|^2$ overflows the generic step (with its scaled norm) runs.
+        where $|y|^2$ overflows the generic step (with its scaled norm) runs. A subclass
+        that overrides a verb of the step (``proj_tangent``, ``retract``, ``transp``,
+        ``retr_transp``) has none.
         """
+        if not self._inherits(NormBall, "proj_tangent", "retract", "transp", "retr_transp"):
+            return None
         sq = _sqnorm(x)
         gx = _dot_rows(x, g)
         cone = self._outward(sq, gx, x.dtype)
@@ -250,7 +253,7 @@ class NormBall(Manifold):
         overrides ``drift``. The checks are the sums, the bound
         $\min(1, r/|x + h p|)(|x| + h|p|)$ of a free row's entries and the reflected
         rows' values."""
-        if project or type(self).drift is not NormBall.drift:
+        if project or not self._inherits(NormBall, "drift"):
             return None
         sxx, sxp, spp = _sqnorm(x), _dot_rows(x, p), _sqnorm(p)
         _, hit = self._exit(spp, sxp, sxx - self.radius**2, h)

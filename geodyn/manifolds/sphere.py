@@ -200,10 +200,8 @@ class Oblique(Manifold):
         (``proj_tangent``, ``rattle``, ``retract``, ``transp``) Oblique's own. A subclass
         that overrides one (the circle lift) takes the generic path unless it declares its
         own."""
-        cls = type(self)
-        return self.dim == -1 and all(
-            getattr(cls, verb) is getattr(Oblique, verb)
-            for verb in ("proj_tangent", "rattle", "retract", "transp")
+        return self.dim == -1 and self._inherits(
+            Oblique, "proj_tangent", "rattle", "retract", "transp"
         )
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
@@ -257,10 +255,7 @@ class Oblique(Manifold):
         which form q first. Columns
         (``dim=-2``) and subclasses that override a verb it rewrites (``drift``,
         ``shake`` and those of the other fast paths) have none."""
-        cls = type(self)
-        if not self._rows_fused() or cls.shake is not Oblique.shake or (
-            cls.drift is not Manifold.drift
-        ):
+        if not (self._rows_fused() and self._inherits(Oblique, "shake", "drift")):
             return None
         sxx, sxp, spp = _sqnorm_rows(x), _dot_rows(x, p), _sqnorm_rows(p)
         if project:  # q = p - c x

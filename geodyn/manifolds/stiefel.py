@@ -255,10 +255,12 @@ class Stiefel(Frames):
         $Y^\top Y$), which needs x, g and the buffer finite; it is NaN where the Cholesky
         factorisation fails or where diag(R) shows $\kappa^2(Y)$ above the one-pass bound,
         where the generic step runs CholeskyQR2 or Householder QR. Wide frames, other
-        retractions and half precisions have no fast path.
+        retractions, half precisions and a subclass that overrides a verb of the step
+        (``proj_tangent``, ``retract``) have no fast path.
         """
         if (self.retraction != "qr" or self._wide(x)
-                or x.dtype not in (torch.float32, torch.float64)):
+                or x.dtype not in (torch.float32, torch.float64)
+                or not self._inherits(Stiefel, "proj_tangent", "retract")):
             return None
         b = momentum_sum(old, g, momentum, dampening, scratch)
         buf = _minus_product(b, x, _sym(x.mT @ b))
