@@ -243,7 +243,8 @@ def _target(rec: dict, refs: dict[str, float], by_name: dict[str, dict]) -> dict
     ref_ms = sum(t for t in times if t is not None)
     out = {
         "target_ref": " + ".join(
-            p.removeprefix("case:") if n == 1 else f"{n} {p}" for p, n in Counter(parts).items()
+            name if n == 1 else f"{n} {name}"
+            for name, n in Counter(p.removeprefix("case:") for p in parts).items()
         ),
         "target_ref_ms": ref_ms,
         "target_ratio": rec["step_ms"] / ref_ms,
