@@ -13,6 +13,7 @@ import torch
 import geodyn.functional as F
 from geodyn.integrators import NonFiniteError, RiemannianSGD
 from geodyn.manifolds import CircleLift, LpSphere, NeuronSpheres, NormBall, Oblique, Stiefel
+from geodyn.manifolds.base import fresh
 
 DT = torch.float64
 
@@ -282,14 +283,22 @@ def test_compiled_stiefel_takes_its_fast_path_eagerly():
 
 
 class Scratches:
-    """A mixin recording the scratch RiemannianSGD hands to the fast path (or, with
-    ``drop``, handing none on: the fast path then allocates)."""
+    """A mixin recording, per call, the tensors the fast path takes from the scratch
+    RiemannianSGD hands it (or, with ``drop``, handing on ``fresh``: every op then
+    allocates)."""
 
     drop = False
 
-    def fused_momentum_step(self, *args, scratch=None, **kw):  # noqa: ANN002, ANN003, ANN201
-        self.seen = [*getattr(self, "seen", []), scratch]
-        return super().fused_momentum_step(*args, scratch=None if self.drop else scratch, **kw)
+    def fused_momentum_step(self, *args, scratch=fresh, **kw):  # noqa: ANN002, ANN003, ANN201
+        taken = {}
+        self.seen = [*getattr(self, "seen", []), taken]
+
+        def recording(name, shape, like):  # noqa: ANN001, ANN202
+            taken[name] = t = scratch(name, shape, like)
+            return t
+
+        return super().fused_momentum_step(*args, scratch=fresh if self.drop else recording,
+                                           **kw)
 
 
 SCRATCH_CASES = {  # a point with n rows (or n frames, n pairs)
@@ -306,9 +315,9 @@ SCRATCH_CASES = {  # a point with n rows (or n frames, n pairs)
 @pytest.mark.parametrize("name", SCRATCH_CASES)
 @pytest.mark.parametrize("kw", [dict(momentum=0.9), dict(momentum=0.5, dampening=0.2)])
 def test_fast_path_scratch_is_kept_per_parameter_and_changes_no_bit(name, kw):
-    """From the second step on, the fast path gets one scratch per parameter, the same
-    memory every step, the size of the parameter; the iterates are those of the fast path
-    allocating afresh, bit for bit."""
+    """Each parameter's fast path takes its temporaries from memory of its own, the same
+    for the same name at every step (from the first, for those it takes then); the
+    iterates are those of the fast path allocating afresh, bit for bit."""
     make, point = SCRATCH_CASES[name]
     runs = []
     for drop in (False, True):
@@ -326,12 +335,16 @@ def test_fast_path_scratch_is_kept_per_parameter_and_changes_no_bit(name, kw):
         runs.append((manifold, [p.detach().clone() for p in params],
                      [opt.state[p]["momentum_buffer"].clone() for p in params]))
     (kept, x_kept, b_kept), (_, x_fresh, b_fresh) = runs
-    first, *later = [kept.seen[i::2] for i in range(2)]  # steps alternate the two params
-    for per_param, x in zip((first, *later), x_kept, strict=True):
-        assert per_param[0] is None  # no buffer yet: nothing to sum into it
-        assert all(s is not None and s.numel() == x.numel() for s in per_param[1:])
-        assert len({s.data_ptr() for s in per_param[1:]}) == 1
-    assert first[1].data_ptr() != later[0][1].data_ptr()
+    per_param = [kept.seen[i::2] for i in range(2)]  # steps alternate the two params
+    memory = []
+    for calls, x in zip(per_param, x_kept, strict=True):
+        later = calls[1:]  # with a buffer: the same temporaries at every step
+        assert later[0] and all(c.keys() == later[0].keys() for c in later)
+        for name, t in later[0].items():
+            assert t is not None and t.dtype == x.dtype
+            assert {c[name].data_ptr() for c in calls if name in c} == {t.data_ptr()}
+        memory.append({t.data_ptr() for t in later[0].values()})
+    assert not memory[0] & memory[1]
     for a, b in zip(x_kept + b_kept, x_fresh + b_fresh, strict=True):
         assert torch.equal(a, b)
 

@@ -71,9 +71,12 @@ def agree(ok: bool, params: Iterable[Tensor]) -> bool:
     return bool(flag.item())
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # exactly these types are no DTensor
+
+
 def _sharded_dims(param: Tensor) -> tuple[int, ...]:
     """The tensor dimensions a DTensor ``param`` is sharded along (empty for a plain tensor)."""
-    if not torch.distributed.is_available():
+    if type(param) in _PLAIN or not torch.distributed.is_available():
         return ()
     from torch.distributed.tensor import DTensor
 
@@ -105,7 +108,8 @@ def check_unsharded(param: Tensor, manifold: Manifold) -> None:
                 "or keep this module out of FSDP (ignored_states / ignored_modules)"
             )
         return
-    split = sorted(set(_sharded_dims(param)) & set(coupled_dims(manifold, param.dim())))
+    sharded = _sharded_dims(param)
+    split = sorted(set(sharded) & set(coupled_dims(manifold, param.dim()))) if sharded else []
     if split:
         placements = tuple(param.placements)  # type: ignore[attr-defined]
         raise ValueError(

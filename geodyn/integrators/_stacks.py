@@ -14,7 +14,7 @@ once, when it is copied back into the parameter.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -47,7 +47,10 @@ def manifold_of(param: Tensor, group: dict[str, Any]) -> Manifold:
     ``geodyn.manifolds.as_geodyn``), else :class:`~geodyn.manifolds.Euclidean`.
     """
     declared = declared_manifold(param, group)
-    return Euclidean() if declared is None else declared
+    return _EUCLIDEAN if declared is None else declared
+
+
+_EUCLIDEAN = Euclidean()  # stateless: one instance serves every unconstrained parameter
 
 
 @dataclass
@@ -57,24 +60,24 @@ class Stack:
     ``gather`` concatenates per-parameter tensors into one tensor of shape
     ``(N, *point_shape)`` in :attr:`compute_dtype`; ``scatter`` splits such a tensor
     back into views shaped like the parameters (still in ``compute_dtype``: copying
-    them into the parameters rounds them to the parameters' dtype).
+    them into the parameters rounds them to the parameters' dtype). ``point_shape``
+    (of a shard, whose points are whole) and ``compute_dtype`` (float32 for
+    half-precision parameters, else the parameters' dtype) are fixed at creation, as
+    the parameters share them.
     """
 
     manifold: Manifold
     group: dict[str, Any]
     params: list[Tensor]
+    point_shape: tuple[int, ...] = field(init=False)
+    compute_dtype: torch.dtype = field(init=False)
 
-    @property
-    def point_shape(self) -> tuple[int, ...]:
+    def __post_init__(self) -> None:
         nd = self.manifold.ndim
-        shape = local(self.params[0]).shape  # a shard's own shape: its points are whole
-        return tuple(shape[len(shape) - nd :]) if nd else ()
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        """float32 for half-precision parameters, else the parameters' dtype."""
+        shape = local(self.params[0]).shape
+        self.point_shape = tuple(shape[len(shape) - nd :]) if nd else ()
         dtype = self.params[0].dtype
-        return torch.float32 if dtype in _HALF else dtype
+        self.compute_dtype = torch.float32 if dtype in _HALF else dtype
 
     @property
     def in_place(self) -> bool:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import Tensor
 
+from ..manifolds.base import Scratch
+
 __all__ = ["Workspace"]
 
 
@@ -35,6 +37,20 @@ class Workspace:
         if kept is None or not _fits(kept, t, memory_format):
             kept = self._kept[key] = torch.empty_like(t, memory_format=memory_format)
         return kept
+
+    def scratch(self, key: Hashable) -> Scratch:
+        """A fast path's :data:`~geodyn.manifolds.base.Scratch`: each named tensor kept
+        under ``(key, name)``, reused while its shape, dtype and device still fit."""
+
+        def take(name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+            kept = self._kept.get((key, name))
+            if kept is None or (kept.shape, kept.dtype, kept.device) != (
+                shape, like.dtype, like.device
+            ):
+                kept = self._kept[key, name] = like.new_empty(shape)
+            return kept
+
+        return take
 
     def kept(self) -> dict[Hashable, Tensor]:
         """The tensors kept now, by key."""

@@ -92,7 +92,7 @@ class RiemannianSGD(GeometricOptimizer):
             (torch.compile(_fused_checks), torch.compile(_fused_write)) if compiled else None
         )
         # per parameter (by id: the groups hold the parameters), the fast path's scratch
-        self._scratch = Workspace()
+        self._work = Workspace()
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_step_size(group)
@@ -163,7 +163,7 @@ class RiemannianSGD(GeometricOptimizer):
             checks = fused_checks(manifold, x, g, old, **hyper)
             fused = None
         else:
-            scratch = None if old is None else self._scratch.like(id(param), x)
+            scratch = self._work.scratch(id(param))
             fused = manifold.fused_momentum_step(x, g, old, **hyper, scratch=scratch)
             checks = None if fused is None else fused.checks
         if checks is None or not bool(torch.isfinite(checks).all()):

@@ -29,8 +29,10 @@ __all__ = [
     "Draw",
     "FusedStep",
     "Manifold",
+    "Scratch",
     "all_finite",
     "default_atol",
+    "fresh",
     "rattle_owned",
     "shake_drift",
 ]
@@ -69,16 +71,32 @@ def _out(t: Tensor | None) -> dict[str, Tensor]:
     return {} if t is None else {"out": t}
 
 
+Scratch = Callable[[str, tuple[int, ...], Tensor], Tensor | None]
+"""``scratch(name, shape, like)``: an uninitialised contiguous tensor of ``shape`` with
+the dtype and device of ``like`` for a fast path's temporary ``name`` (nothing else
+reads it until the fast path's write), or ``None``: the op allocates its result. A
+caller that keeps the tensors from step to step (``RiemannianSGD``) hands out the same
+memory for the same name every step: on a CPU, fresh memory for a parameter-sized
+temporary page-faults once the allocator has handed it back to the system, which can
+cost more than the pass that fills it."""
+
+
+def fresh(name: str, shape: tuple[int, ...], like: Tensor) -> None:
+    """The :data:`Scratch` that keeps nothing: every op allocates its result."""
+    return None
+
+
 def momentum_sum(
-    old: Tensor | None, g: Tensor, momentum: float, dampening: float, out: Tensor | None = None
+    old: Tensor | None, g: Tensor, momentum: float, dampening: float, scratch: Scratch = fresh
 ) -> Tensor:
-    """b' = mu b_old + (1 - delta) g, or g without b_old: a fast path's first pass,
-    written into ``out`` where given (the caller's scratch, shaped like g)."""
+    """b' = mu b_old + (1 - delta) g, written into ``scratch("b", ...)``, or g itself
+    without b_old: a fast path's first pass."""
     if old is None:
         return g
+    out = _out(scratch("b", tuple(g.shape), g))
     if dampening:
-        return torch.mul(old, momentum, **_out(out)).add_(g, alpha=1 - dampening)
-    return torch.add(g, old, alpha=momentum, **_out(out))
+        return torch.mul(old, momentum, **out).add_(g, alpha=1 - dampening)
+    return torch.add(g, old, alpha=momentum, **out)
 
 
 @dataclass(frozen=True)
@@ -214,7 +232,7 @@ class Manifold(geoopt.Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float, scratch: Tensor | None = None,
+        dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""Fast path of the folded momentum step, or ``None`` (the default: none declared).
 
@@ -226,10 +244,8 @@ class Manifold(geoopt.Manifold):
         written yet) and one elementwise write, so that a caller can check ``checks``
         first and then write $x'$ and $b$ straight into the parameter and its buffer.
 
-        ``scratch``, where given, is a contiguous tensor shaped like ``x`` that the caller
-        keeps from step to step and that nothing else reads until the write: the step may
-        hold $\mu b_{old} + (1 - \delta) g$ there (:func:`momentum_sum`) instead of in
-        fresh memory, which on a CPU can cost more than the pass that fills it.
+        ``scratch`` (:data:`Scratch`) gives the step's temporaries their memory: kept
+        by the caller from step to step, or new ones (:func:`fresh`, the default).
         """
         return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import FusedStep, _out
+from .base import FusedStep, Scratch, _out, fresh
 from .sphere import Sphere
 
 __all__ = ["CircleLift"]
@@ -96,7 +96,7 @@ class CircleLift(Sphere):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float, scratch: Tensor | None = None,
+        dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""The rotation-transport momentum step, elementwise on the pairs, on the
         buffer's coordinates: $b = z(\nu + i \beta)$ with
@@ -111,28 +111,33 @@ class CircleLift(Sphere):
         over the last weight axis, finite only if x, g and the buffer are (a sum that
         overflows is not finite either, and sends the step to the generic path). Half
         precisions, and a subclass that overrides a verb of the step (``proj_tangent``,
-        ``retr_transp``), have no fast path. The caller's ``scratch`` (the size of x),
-        where given, holds $\mathrm{Re}(w)$ and the sine.
+        ``retr_transp``), have no fast path. Its temporaries (the pair-sized
+        $1/|z|^2$, $\beta$, $\nu$, the sine and the cosine, $\mathrm{Re}(w)$) take
+        their memory from ``scratch``.
         """
         if x.dtype not in (torch.float32, torch.float64) or not self._inherits(
             CircleLift, "proj_tangent", "retr_transp"
         ):
             return None
         q, xi = x[..., 0], x[..., 1]
-        inverse = torch.mul(q, q).addcmul_(xi, xi).reciprocal_()
-        beta = torch.mul(q, g[..., 1]).addcmul_(xi, g[..., 0], value=-1)  # |z|^2 t_g
-        nu = None
+        shape = tuple(q.shape)
+
+        def out(name: str) -> dict[str, Tensor]:
+            return _out(scratch(name, shape, x))
+
+        inverse = torch.mul(q, q, **out("inverse")).addcmul_(xi, xi).reciprocal_()
+        beta = torch.mul(q, g[..., 1], **out("beta")).addcmul_(xi, g[..., 0], value=-1)
+        nu = None  # beta is |z|^2 t_g so far
         if old is not None:
             beta.mul_(1 - dampening).addcmul_(q, old[..., 1], value=momentum)
             beta.addcmul_(xi, old[..., 0], value=-momentum)
-            nu = torch.mul(q, old[..., 0]).addcmul_(xi, old[..., 1]).mul_(inverse)
+            nu = torch.mul(q, old[..., 0], **out("nu")).addcmul_(xi, old[..., 1]).mul_(inverse)
             nu.mul_(momentum)
         beta.mul_(inverse)
-        halves = (None, None) if scratch is None else scratch.view(2, *q.shape).unbind()
-        sin = torch.mul(beta, -lr, **_out(halves[1]))
-        cos = torch.cos(sin)
+        sin = torch.mul(beta, -lr, **out("sin"))
+        cos = torch.cos(sin, **out("cos"))
         sin.sin_()
-        w_q = torch.mul(q, cos, **_out(halves[0])).addcmul_(xi, sin, value=-1)
+        w_q = torch.mul(q, cos, **out("w_q")).addcmul_(xi, sin, value=-1)
         w_xi = cos.mul_(xi).addcmul_(q, sin)
         scale = inverse.copy_(w_q).mul_(w_q).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
         checks = beta.sum(-1).add_(scale.sum(-1))

@@ -19,7 +19,16 @@ from torch import Tensor
 
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
-from .base import ConvergenceError, Draw, FusedStep, Manifold, _out, momentum_sum
+from .base import (
+    ConvergenceError,
+    Draw,
+    FusedStep,
+    Manifold,
+    Scratch,
+    _out,
+    fresh,
+    momentum_sum,
+)
 from .sphere import (
     _check_radius,
     _dot_rows,
@@ -117,7 +126,7 @@ class LpSphere(Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float, scratch: Tensor | None = None,
+        dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""The folded step in a few passes: $b' = \mu b_{old} + (1 - \delta) g$, the normal
         $n = \mathrm{sign}(x) |x|^{p-1}$, the row sums $\langle n, b'\rangle$ and $|n|^2$,
@@ -131,10 +140,11 @@ class LpSphere(Manifold):
         if not self._inherits(LpSphere, "proj_tangent", "normal", "retract"):
             return None
         b = momentum_sum(old, g, momentum, dampening, scratch)
-        n = x.abs().pow_(self.p - 1).copysign_(x)
+        shape = tuple(x.shape)
+        n = torch.abs(x, **_out(scratch("n", shape, x))).pow_(self.p - 1).copysign_(x)
         nb = _dot_rows(n, b)
         c = nb / _sqnorm_rows(n)
-        y = torch.add(x, b, alpha=-lr).addcmul_(n, c, value=lr)
+        y = torch.add(x, b, alpha=-lr, **_out(scratch("y", shape, x))).addcmul_(n, c, value=lr)
         norm = _norm(y, -1, self.p)
         scale = norm.reciprocal().mul_(self.radius)
         checks = torch.cat((c, norm, scale), dim=-1)

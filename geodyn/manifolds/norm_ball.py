@@ -15,7 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import ConvergenceError, Draw, FusedStep, Manifold, _out, default_atol, momentum_sum
+from .base import (
+    ConvergenceError,
+    Draw,
+    FusedStep,
+    Manifold,
+    Scratch,
+    _out,
+    default_atol,
+    fresh,
+    momentum_sum,
+)
 from .sphere import _check_radius, _dot_rows, _vector_shape_error, safe_norm
 
 __all__ = ["NormBall"]
@@ -107,7 +117,7 @@ class NormBall(Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float, scratch: Tensor | None = None,
+        dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""RSGD's momentum step with the cone's projection as transport, in a few passes:
         $b = \mu b_{old} + (1 - \delta) P_x g$ ($P_x g$ first), $y = x - \eta b$,
@@ -129,7 +139,7 @@ class NormBall(Manifold):
         else:
             b = momentum_sum(old, g, momentum, dampening, scratch)
             b.addcmul_(x, cone, value=dampening - 1)
-        y = torch.add(x, b, alpha=-lr)
+        y = torch.add(x, b, alpha=-lr, **_out(scratch("y", tuple(x.shape), x)))
         sy = _sqnorm(y)
         scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)
         sq_new = sy * scale.square()

@@ -19,7 +19,16 @@ import torch
 from torch import Tensor
 
 from ._trace import traced
-from .base import ConvergenceError, Draw, FusedStep, Manifold, _out, momentum_sum
+from .base import (
+    ConvergenceError,
+    Draw,
+    FusedStep,
+    Manifold,
+    Scratch,
+    _out,
+    fresh,
+    momentum_sum,
+)
 
 __all__ = ["NeuronSpheres", "Oblique", "Sphere"]
 
@@ -140,7 +149,7 @@ class Oblique(Manifold):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float, scratch: Tensor | None = None,
+        dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""Rows: one pass for $b' = \mu b_{old} + (1 - \delta) g$, one for the row sums
         $\langle x,x\rangle, \langle x,b'\rangle, \langle b',b'\rangle$, one write of

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import FusedStep, Manifold, _out, all_finite, momentum_sum
+from .base import FusedStep, Manifold, Scratch, _out, all_finite, fresh, momentum_sum
 from .orthogonalize import polar_newton_schulz
 
 __all__ = ["Stiefel"]
@@ -31,13 +31,6 @@ def _sym(a: Tensor) -> Tensor:
     return 0.5 * (a + a.mT)
 
 
-def _minus_product(b: Tensor, x: Tensor, s: Tensor) -> Tensor:
-    """B - X S in one batched product (no temporary for X S)."""
-    n, p = x.shape[-2:]
-    out = torch.baddbmm(b.reshape(-1, n, p), x.reshape(-1, n, p), s.reshape(-1, p, p), alpha=-1)
-    return out.reshape(b.shape)
-
-
 def _eye_like(a: Tensor) -> Tensor:
     return torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
 
@@ -49,10 +42,19 @@ def _eye_like(a: Tensor) -> Tensor:
 _KAPPA2_ONE_PASS = 2.0
 
 
-def _gram_cholesky(y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _gram_cholesky(y: Tensor, scratch: Scratch = fresh) -> tuple[Tensor, Tensor, Tensor]:
     """L with L L^T = Y^T Y (L = R^T), whether the factorisation failed, and kappa^2(Y)
-    estimated from diag(L) (a lower bound, max/min of diag(L)^2), per matrix."""
-    factor, info = torch.linalg.cholesky_ex(y.mT @ y)
+    estimated from diag(L) (a lower bound, max/min of diag(L)^2), per matrix. With a
+    kept ``scratch("gram", ...)`` L overwrites the Gram matrix there (the same bits)."""
+    p = y.shape[-1]
+    gram = scratch("gram", (*y.shape[:-2], p, p), y)
+    if gram is None:
+        factor, info = torch.linalg.cholesky_ex(y.mT @ y)
+    else:
+        info = torch.empty(y.shape[:-2], dtype=torch.int32, device=y.device)
+        factor, info = torch.linalg.cholesky_ex(
+            torch.matmul(y.mT, y, out=gram), out=(gram, info)
+        )
     d = torch.diagonal(factor, dim1=-2, dim2=-1)
     return factor, info != 0, (d.amax(-1) / d.amin(-1)).square()
 
@@ -243,13 +245,15 @@ class Stiefel(Frames):
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
-        dampening: float, scratch: Tensor | None = None,
+        dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""The folded momentum step with the qr retraction, tall frames: with
         $b' = \mu b_{old} + (1 - \delta) g$, $b = b' - X \operatorname{sym}(X^\top b')$ (one
         product for $X^\top b'$, one for $b$), $Y = X - \eta b$ and $R^\top R = Y^\top Y$,
         the write is the triangular solve $X' = Y R^{-1}$ into the weight and $b$ into the
-        buffer: the generic step's matrix work, with fewer passes over the weights.
+        buffer: the generic step's matrix work, with fewer passes over the weights. Its
+        temporaries ($b'$ then $b$ in place, $Y$, $X^\top b'$, its symmetric part, the
+        Gram matrix then its factor in place) take their memory from ``scratch``.
 
         ``checks`` is diag(R): finite only if every entry of Y is (each enters
         $Y^\top Y$), which needs x, g and the buffer finite; it is NaN where the Cholesky
@@ -262,10 +266,19 @@ class Stiefel(Frames):
                 or x.dtype not in (torch.float32, torch.float64)
                 or not self._inherits(Stiefel, "proj_tangent", "retract")):
             return None
+        n, p = x.shape[-2:]
+        square = (*x.shape[:-2], p, p)
         b = momentum_sum(old, g, momentum, dampening, scratch)
-        buf = _minus_product(b, x, _sym(x.mT @ b))
-        y = torch.add(x, buf, alpha=-lr)
-        factor, failed, kappa2 = _gram_cholesky(y)
+        a = torch.matmul(x.mT, b, **_out(scratch("xtb", square, x)))
+        sym = torch.add(a, a.mT, out=scratch("sym", square, x)).mul_(0.5)
+        # b = b' - X sym in one batched product, in place where b' is not the gradient
+        product = (x.reshape(-1, n, p), sym.view(-1, p, p))
+        if b is g:
+            buf = torch.baddbmm(g.reshape(-1, n, p), *product, alpha=-1).view(x.shape)
+        else:
+            buf = b.view(-1, n, p).baddbmm_(*product, alpha=-1).view(x.shape)
+        y = torch.add(x, buf, alpha=-lr, **_out(scratch("y", tuple(x.shape), x)))
+        factor, failed, kappa2 = _gram_cholesky(y, scratch)
         generic = (failed | (kappa2 > _KAPPA2_ONE_PASS)).unsqueeze(-1)
         checks = torch.diagonal(factor, dim1=-2, dim2=-1).masked_fill(generic, float("nan"))
 
