@@ -36,6 +36,36 @@ def test_polar_newton_schulz_is_the_svd_polar_factor(dtype, step):
     assert float(Stiefel().residual(x)) < 1e-6 if dtype == torch.float32 else 1e-13
 
 
+@pytest.mark.parametrize("step", [0.1, 3.0])
+def test_polar_newton_schulz_in_kept_scratch_changes_no_bit(step):
+    """With a scratch that keeps its tensors (the result in one of them), the iterates
+    are those allocated afresh, bit for bit, and a second call reuses the memory."""
+    _, y = _retraction_start(torch.float64, step)
+    kept: dict[str, torch.Tensor] = {}
+
+    def scratch(name, shape, like):  # noqa: ANN001, ANN202
+        if name not in kept:
+            kept[name] = like.new_empty(shape)
+        return kept[name]
+
+    expected = polar_newton_schulz(y)
+    first = polar_newton_schulz(y, scratch=scratch).clone()
+    pointers = {name: t.data_ptr() for name, t in kept.items()}
+    assert torch.equal(first, expected)
+    assert torch.equal(polar_newton_schulz(y, scratch=scratch), expected)
+    assert {name: t.data_ptr() for name, t in kept.items()} == pointers
+    assert "iterate" in pointers
+
+
+def test_polar_newton_schulz_under_vmap_is_the_polar_factor():
+    gen = torch.Generator().manual_seed(2)
+    y = torch.randn(3, 9, 4, dtype=torch.float64, generator=gen)
+    x = torch.func.vmap(polar_newton_schulz)(y)
+    for xi, yi in zip(x, y, strict=True):
+        u, _ = scipy.linalg.polar(yi.numpy())
+        assert float((xi - torch.from_numpy(u)).abs().max()) < 1e-13
+
+
 def test_polar_newton_schulz_matches_scipy_on_a_general_start():
     gen = torch.Generator().manual_seed(1)
     y = torch.randn(7, 4, dtype=torch.float64, generator=gen)

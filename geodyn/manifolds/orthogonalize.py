@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._tol import solver_tol
 from ._trace import traced
-from .base import ConvergenceError
+from .base import ConvergenceError, Scratch, _out, fresh
 
 __all__ = ["COEFFICIENTS", "msign", "polar_newton_schulz"]
 
@@ -103,7 +103,7 @@ def msign(
 
 
 def polar_newton_schulz(
-    y: Tensor, *, tol: float | None = None, maxiter: int = 40
+    y: Tensor, *, tol: float | None = None, maxiter: int = 40, scratch: Scratch = fresh
 ) -> Tensor:
     r"""The polar factor U V^H of Y = U S V^H by Newton-Schulz iterations run to a tolerance.
 
@@ -132,6 +132,9 @@ def polar_newton_schulz(
         tol: residual max |X^H X - I| at which to stop; by default a few units of
             rounding in the dtype (:func:`geodyn.manifolds._tol.solver_tol`).
         maxiter: iterations after which :class:`ConvergenceError` is raised.
+        scratch: memory for the iterate, its products and the Gram matrix
+            (:data:`geodyn.manifolds.base.Scratch`); with a kept one the result is in
+            it too. By default each op allocates.
 
     Raises:
         ConvergenceError: the residual missed ``tol`` after ``maxiter`` iterations or
@@ -146,17 +149,21 @@ def polar_newton_schulz(
     size = x.shape[-2]
     if tol is None:
         tol = solver_tol(work, size)
-    eye = torch.eye(x.shape[-1], dtype=work, device=y.device)
-    gram = x.mH @ x
-    bound = gram.abs().sum(-1).amax(-1, keepdim=True).unsqueeze(-1)
+    shape, square = tuple(x.shape), (*x.shape[:-2], x.shape[-1], x.shape[-1])
+    # E overwrites the Gram matrix where the scratch keeps them (E = X^H X - I: the
+    # diagonal minus 1); fresh memory otherwise, as vmap takes no out= arguments
+    kept_gram, kept_abs = scratch("gram", square, x), scratch("|gram|", square, x)
+    err = torch.matmul(x.mH, x, **_out(kept_gram))
+    magnitude = torch.abs(err, **_out(kept_abs))
+    bound = magnitude.sum(-1).amax(-1, keepdim=True).unsqueeze(-1)
     scale = torch.where(bound > 2.5, bound.rsqrt(), torch.ones_like(bound))
-    x = x * scale
-    err = gram * scale.square() - eye
+    x = torch.mul(x, scale, **_out(scratch("iterate", shape, x)))  # ours: updated in place
+    err.mul_(scale.square()).diagonal(dim1=-2, dim2=-1).sub_(1)
     eager = not traced(x)
     for iteration in range(maxiter + 1):
         if eager:
             # max |E| and |E|_inf (the bound's e) from one |E| and one host sync
-            magnitude = err.abs()
+            magnitude = torch.abs(err, **_out(kept_abs))
             residual, e = (
                 torch.stack((magnitude.amax(), magnitude.sum(-1).amax())).tolist()
                 if err.numel() else (0.0, 0.0)
@@ -173,9 +180,10 @@ def polar_newton_schulz(
                 )
         elif iteration == maxiter:
             break
-        x = x - 0.5 * (x @ err)
+        x.add_(torch.matmul(x, err, **_out(scratch("X E", shape, x))), alpha=-0.5)
         if eager and (3 * e * e + e**3) / 4 <= tol / 4:
             break
-        err = (x.mH @ x) - eye
+        err = torch.matmul(x.mH, x, **_out(kept_gram))
+        err.diagonal(dim1=-2, dim2=-1).sub_(1)
     x = x.to(y.dtype)
     return x.mH if wide else x

@@ -17,7 +17,16 @@ from torch import Tensor
 
 from ._roots import newton
 from ._tol import check_solver_args, solver_tol
-from .base import FusedStep, Manifold, Scratch, _out, all_finite, fresh, momentum_sum
+from .base import (
+    ConvergenceError,
+    FusedStep,
+    Manifold,
+    Scratch,
+    _out,
+    all_finite,
+    fresh,
+    momentum_sum,
+)
 from .orthogonalize import polar_newton_schulz
 
 __all__ = ["Stiefel"]
@@ -247,7 +256,8 @@ class Stiefel(Frames):
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
         dampening: float, scratch: Scratch = fresh,
     ) -> FusedStep | None:
-        r"""The folded momentum step with the qr retraction, tall frames: with
+        r"""The folded momentum step with the qr or Newton-Schulz retraction, tall frames:
+        with
         $b' = \mu b_{old} + (1 - \delta) g$, $b = b' - X \operatorname{sym}(X^\top b')$ (one
         product for $X^\top b'$, one for $b$), $Y = X - \eta b$ and $R^\top R = Y^\top Y$,
         the write is the triangular solve $X' = Y R^{-1}$ into the weight and $b$ into the
@@ -258,11 +268,18 @@ class Stiefel(Frames):
         ``checks`` is diag(R): finite only if every entry of Y is (each enters
         $Y^\top Y$), which needs x, g and the buffer finite; it is NaN where the Cholesky
         factorisation fails or where diag(R) shows $\kappa^2(Y)$ above the one-pass bound,
-        where the generic step runs CholeskyQR2 or Householder QR. Wide frames, other
-        retractions, half precisions and a subclass that overrides a verb of the step
-        (``proj_tangent``, ``retract``) have no fast path.
+        where the generic step runs CholeskyQR2 or Householder QR.
+
+        With ``"newton-schulz"`` the polar factor of Y (:func:`polar_newton_schulz`, its
+        iterate and products in ``scratch`` too) is computed before the write, which
+        copies it into the weight; it converged (a finite residual within its
+        tolerance, so Y and hence b are finite), else there is no fast path and the
+        generic step reports. Its ``checks`` are empty.
+
+        Wide frames, other retractions, half precisions and a subclass that overrides a
+        verb of the step (``proj_tangent``, ``retract``) have no fast path.
         """
-        if (self.retraction != "qr" or self._wide(x)
+        if (self.retraction not in ("qr", "newton-schulz") or self._wide(x)
                 or x.dtype not in (torch.float32, torch.float64)
                 or not self._inherits(Stiefel, "proj_tangent", "retract")):
             return None
@@ -278,6 +295,17 @@ class Stiefel(Frames):
         else:
             buf = b.view(-1, n, p).baddbmm_(*product, alpha=-1).view(x.shape)
         y = torch.add(x, buf, alpha=-lr, **_out(scratch("y", tuple(x.shape), x)))
+        if self.retraction == "newton-schulz":
+            try:
+                q = polar_newton_schulz(y, scratch=scratch)
+            except ConvergenceError:
+                return None
+
+            def copy(x_out: Tensor | None, buf_out: Tensor | None) -> tuple[Tensor, Tensor]:
+                return (q if x_out is None else x_out.copy_(q),
+                        buf if buf_out is None else buf_out.copy_(buf))
+
+            return FusedStep(y.new_empty(0), copy)
         factor, failed, kappa2 = _gram_cholesky(y, scratch)
         generic = (failed | (kappa2 > _KAPPA2_ONE_PASS)).unsqueeze(-1)
         checks = torch.diagonal(factor, dim1=-2, dim2=-1).masked_fill(generic, float("nan"))
