@@ -25,11 +25,12 @@ from .cases import Case, baselines, geodyn_cases
 from .models import mlp
 
 MANIFOLDS = {"Oblique rows": "Oblique", "NormBall": "NormBall", "LpSphere p=3": "LpSphere",
-             "CircleLift": "CircleLift", "Stiefel qr": "Stiefel"}
+             "CircleLift": "CircleLift", "Stiefel qr": "Stiefel",
+             "Stiefel newton-schulz": "Stiefel"}
 
 
 def _fresh(kind: type) -> type:
-    """``kind`` with a fast path that is handed no scratch."""
+    """``kind`` with a fast path that is handed no scratch (``fresh``: every op allocates)."""
 
     def fused_momentum_step(self: Any, *args: Any, scratch: Any = None, **kw: Any) -> Any:
         return kind.fused_momentum_step(self, *args, **kw)
