@@ -13,12 +13,14 @@ EXPONENTS = (1.1, 1.5, 2.5, 3.0, 7.0, 15.0, 20.0, 40.0)
 
 
 def parallel_error(manifold: LpSphere, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per row, |part of x - y orthogonal to n(y)| / |x - y| (0 for the Lagrange condition)."""
+    """Per row, |part of x - y orthogonal to n(y)| / (|x - y| + |y|): 0 for the Lagrange
+    condition. Rounding y to its dtype moves it by about eps |y| in any direction, which
+    reaches the orthogonal part whatever |x - y|; hence |y| in the scale."""
     x, y = x.double(), y.double()
     d = x - y
     n = manifold.normal(y)
     perp = d - n * ((n * d).sum(-1, keepdim=True) / (n * n).sum(-1, keepdim=True))
-    return perp.norm(dim=-1) / d.norm(dim=-1).clamp_min(1e-300)
+    return perp.norm(dim=-1) / (d.norm(dim=-1) + y.norm(dim=-1)).clamp_min(1e-300)
 
 
 @settings(max_examples=25)

@@ -142,7 +142,7 @@ class LpSphere(Manifold):
         b = momentum_sum(old, g, momentum, dampening, scratch)
         shape = tuple(x.shape)
         n = torch.abs(x, **_out(scratch("n", shape, x))).pow_(self.p - 1).copysign_(x)
-        nb = _dot_rows(n, b)
+        nb = _dot_rows(n, b, scratch("product", shape, x))
         c = nb / _sqnorm_rows(n)
         y = torch.add(x, b, alpha=-lr, **_out(scratch("y", shape, x))).addcmul_(n, c, value=lr)
         norm = _norm(y, -1, self.p)

@@ -132,18 +132,19 @@ class NormBall(Manifold):
         if not self._inherits(NormBall, "proj_tangent", "retract", "transp", "retr_transp"):
             return None
         sq = _sqnorm(x)
-        gx = _dot_rows(x, g)
+        shape = tuple(x.shape)
+        gx = _dot_rows(x, g, scratch("product", shape, x))
         cone = self._outward(sq, gx, x.dtype)
         if old is None:
             b = torch.addcmul(g, x, cone, value=-1)
         else:
             b = momentum_sum(old, g, momentum, dampening, scratch)
             b.addcmul_(x, cone, value=dampening - 1)
-        y = torch.add(x, b, alpha=-lr, **_out(scratch("y", tuple(x.shape), x)))
+        y = torch.add(x, b, alpha=-lr, **_out(scratch("y", shape, x)))
         sy = _sqnorm(y)
         scale = sy.rsqrt().mul_(self.radius).clamp_(max=1.0)
         sq_new = sy * scale.square()
-        yb = _dot_rows(y, b).mul_(scale)  # <x', b>
+        yb = _dot_rows(y, b, scratch("product", shape, x)).mul_(scale)  # <x', b>
         outward = self._outward(sq_new, yb, x.dtype)
         checks = torch.cat((sq, gx, sy, yb), dim=-1)
 

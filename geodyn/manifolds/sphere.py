@@ -62,13 +62,17 @@ def _sqnorm_rows(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_()
 
 
-def _dot_rows(x: Tensor, v: Tensor) -> Tensor:
+def _dot_rows(x: Tensor, v: Tensor, product: Tensor | None = None) -> Tensor:
     """<x, v> over the last dimension, keepdim.
 
     ``vecdot``: on (1024, 784) float32 rows, CPU, 4x faster than a batched matmul with
-    the cache warm, 1.25x with it cold, and its rounding error 7x smaller.
+    the cache warm, 1.25x with it cold, and its rounding error 7x smaller. It sums the
+    product x * v, which it holds in fresh memory; with ``product`` (contiguous, like x)
+    the product is written there and summed, bit for bit the same.
     """
-    return torch.linalg.vecdot(x, v, dim=-1).unsqueeze(-1)
+    if product is None:
+        return torch.linalg.vecdot(x, v, dim=-1).unsqueeze(-1)
+    return torch.mul(x, v, out=product).sum(dim=-1, keepdim=True)
 
 
 def _check_radius(radius: float) -> float:
@@ -164,7 +168,7 @@ class Oblique(Manifold):
             return None
         b = momentum_sum(old, g, momentum, dampening, scratch)
         sxx = _sqnorm_rows(x)
-        sxb = _dot_rows(x, b)
+        sxb = _dot_rows(x, b, scratch("product", tuple(x.shape), x))
         sbb = _sqnorm_rows(b)
         c = sxb / sxx
         scale = (sbb - sxb * c).clamp_(min=0).mul_(lr * lr).add_(sxx).rsqrt_().mul_(self.radius)
