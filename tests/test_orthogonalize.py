@@ -57,6 +57,34 @@ def test_polar_newton_schulz_in_kept_scratch_changes_no_bit(step):
     assert "iterate" in pointers
 
 
+def test_newton_schulz_retraction_differentiates_as_the_svd_polar_factor():
+    """Backpropagation through the iteration (which then takes no scratch and updates
+    nothing autograd saved) gives the derivative of the polar factor, by the SVD."""
+    gen = torch.Generator().manual_seed(3)
+    manifold = Stiefel("newton-schulz")
+    x = manifold.random_point(9, 4, dtype=torch.float64, generator=gen)
+    v = 0.1 * manifold.proj_tangent(x, torch.randn(9, 4, dtype=torch.float64, generator=gen))
+    w = torch.randn(9, 4, dtype=torch.float64, generator=gen)
+    grads = []
+    for polar in (lambda y: manifold.retract(x, y - x), _svd_polar):
+        y = (x + v).requires_grad_(True)
+        (polar(y) * w).sum().backward()
+        grads.append(y.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
+def test_polar_newton_schulz_complex_in_kept_scratch():
+    gen = torch.Generator().manual_seed(4)
+    y = torch.randn(9, 4, dtype=torch.complex128, generator=gen)
+    kept: dict[str, torch.Tensor] = {}
+
+    def scratch(name, shape, like):  # noqa: ANN001, ANN202
+        return kept.setdefault(name, like.new_empty(shape))
+
+    assert torch.equal(polar_newton_schulz(y, scratch=scratch), polar_newton_schulz(y))
+    assert not kept["|gram|"].is_complex()
+
+
 def test_polar_newton_schulz_under_vmap_is_the_polar_factor():
     gen = torch.Generator().manual_seed(2)
     y = torch.randn(3, 9, 4, dtype=torch.float64, generator=gen)

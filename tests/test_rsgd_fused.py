@@ -190,6 +190,23 @@ def test_stiefel_fast_path_equals_the_folded_step(kw, shape, dtype, retraction):
     assert manifold.writes == 8
 
 
+@pytest.mark.parametrize("retraction", ["qr", "newton-schulz"])
+@pytest.mark.parametrize("dampening", [0.0, 0.2])
+def test_stiefel_fast_path_takes_a_strided_gradient_and_buffer(retraction, dampening):
+    """Called directly (fresh temporaries) on a batch of frames with a gradient and a
+    buffer not laid out like x: the same step as on contiguous copies."""
+    gen = torch.Generator().manual_seed(9)
+    manifold = Stiefel(retraction)
+    x = manifold.random_point(2, 3, 9, 4, dtype=DT, generator=gen)
+    g = torch.randn(3, 2, 9, 4, dtype=DT, generator=gen).transpose(0, 1)
+    old = torch.randn(3, 2, 9, 4, dtype=DT, generator=gen).transpose(0, 1)
+    hyper = dict(lr=0.05, momentum=0.9, dampening=dampening)
+    strided = manifold.fused_momentum_step(x, g, old, **hyper)
+    contiguous = manifold.fused_momentum_step(x, g.contiguous(), old.contiguous(), **hyper)
+    for a, b in zip(strided.write(None, None), contiguous.write(None, None), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-14)
+
+
 @pytest.mark.parametrize(
     ("shape", "scale"), [((4, 9), 1.0), ((9, 4), 30.0)], ids=["wide", "ill-conditioned"]
 )

@@ -133,8 +133,12 @@ def polar_newton_schulz(
             rounding in the dtype (:func:`geodyn.manifolds._tol.solver_tol`).
         maxiter: iterations after which :class:`ConvergenceError` is raised.
         scratch: memory for the iterate, its products and the Gram matrix
-            (:data:`geodyn.manifolds.base.Scratch`); with a kept one the result is in
-            it too. By default each op allocates.
+            (:data:`geodyn.manifolds.base.Scratch`). With a kept one the result is its
+            ``"iterate"`` tensor, which the next call with that scratch overwrites (copy
+            it out first), and for a wide Y, whose fresh iterate keeps the transposed
+            layout of Y^H, the products may round differently in the last bit. Unused
+            where autograd records the call (``y.requires_grad``). By default each op
+            allocates.
 
     Raises:
         ConvergenceError: the residual missed ``tol`` after ``maxiter`` iterations or
@@ -150,15 +154,20 @@ def polar_newton_schulz(
     if tol is None:
         tol = solver_tol(work, size)
     shape, square = tuple(x.shape), (*x.shape[:-2], x.shape[-1], x.shape[-1])
+    # where autograd records the iteration, nothing it saved may be overwritten
+    differentiable = torch.is_grad_enabled() and y.requires_grad
+    if differentiable:
+        scratch = fresh
     # E overwrites the Gram matrix where the scratch keeps them (E = X^H X - I: the
     # diagonal minus 1); fresh memory otherwise, as vmap takes no out= arguments
-    kept_gram, kept_abs = scratch("gram", square, x), scratch("|gram|", square, x)
+    kept_gram, kept_abs = scratch("gram", square, x), scratch("|gram|", square, x.real)
     err = torch.matmul(x.mH, x, **_out(kept_gram))
     magnitude = torch.abs(err, **_out(kept_abs))
     bound = magnitude.sum(-1).amax(-1, keepdim=True).unsqueeze(-1)
     scale = torch.where(bound > 2.5, bound.rsqrt(), torch.ones_like(bound))
     x = torch.mul(x, scale, **_out(scratch("iterate", shape, x)))  # ours: updated in place
-    err.mul_(scale.square()).diagonal(dim1=-2, dim2=-1).sub_(1)
+    err = err * scale.square() if differentiable else err.mul_(scale.square())
+    err.diagonal(dim1=-2, dim2=-1).sub_(1)
     eager = not traced(x)
     for iteration in range(maxiter + 1):
         if eager:
@@ -180,7 +189,8 @@ def polar_newton_schulz(
                 )
         elif iteration == maxiter:
             break
-        x.add_(torch.matmul(x, err, **_out(scratch("X E", shape, x))), alpha=-0.5)
+        product = torch.matmul(x, err, **_out(scratch("X E", shape, x)))
+        x = torch.add(x, product, alpha=-0.5) if differentiable else x.add_(product, alpha=-0.5)
         if eager and (3 * e * e + e**3) / 4 <= tol / 4:
             break
         err = torch.matmul(x.mH, x, **_out(kept_gram))

@@ -288,10 +288,11 @@ class Stiefel(Frames):
         b = momentum_sum(old, g, momentum, dampening, scratch)
         a = torch.matmul(x.mT, b, **_out(scratch("xtb", square, x)))
         sym = torch.add(a, a.mT, out=scratch("sym", square, x)).mul_(0.5)
-        # b = b' - X sym in one batched product, in place where b' is not the gradient
-        product = (x.reshape(-1, n, p), sym.view(-1, p, p))
-        if b is g:
-            buf = torch.baddbmm(g.reshape(-1, n, p), *product, alpha=-1).view(x.shape)
+        # b = b' - X sym in one batched product, in place where b' is the step's own
+        # contiguous tensor (not the gradient, nor a fresh sum in the layout of g or old)
+        product = (x.reshape(-1, n, p), sym.reshape(-1, p, p))
+        if b is g or not b.is_contiguous():
+            buf = torch.baddbmm(b.reshape(-1, n, p), *product, alpha=-1).view(x.shape)
         else:
             buf = b.view(-1, n, p).baddbmm_(*product, alpha=-1).view(x.shape)
         y = torch.add(x, buf, alpha=-lr, **_out(scratch("y", tuple(x.shape), x)))
