@@ -19,16 +19,7 @@ from torch import Tensor
 
 from ._roots import bracketed_newton, newton
 from ._tol import check_solver_args, solver_tol
-from .base import (
-    ConvergenceError,
-    Draw,
-    FusedStep,
-    Manifold,
-    Scratch,
-    _out,
-    fresh,
-    momentum_sum,
-)
+from .base import ConvergenceError, Draw, FusedStep, Manifold, Scratch, _out, fresh, momentum_sum
 from .sphere import (
     _check_radius,
     _dot_rows,

@@ -19,16 +19,7 @@ import torch
 from torch import Tensor
 
 from ._trace import traced
-from .base import (
-    ConvergenceError,
-    Draw,
-    FusedStep,
-    Manifold,
-    Scratch,
-    _out,
-    fresh,
-    momentum_sum,
-)
+from .base import ConvergenceError, Draw, FusedStep, Manifold, Scratch, _out, fresh, momentum_sum
 
 __all__ = ["NeuronSpheres", "Oblique", "Sphere"]
 
