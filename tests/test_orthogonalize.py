@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 from hypothesis import given, settings
 
+from geodyn.integrators._workspace import Workspace
 from geodyn.manifolds import ConvergenceError, Stiefel, msign, polar_newton_schulz
 from geodyn.manifolds._tol import solver_tol
 from geodyn.manifolds.orthogonalize import COEFFICIENTS
@@ -41,20 +42,15 @@ def test_polar_newton_schulz_in_kept_scratch_changes_no_bit(step):
     """With a scratch that keeps its tensors (the result in one of them), the iterates
     are those allocated afresh, bit for bit, and a second call reuses the memory."""
     _, y = _retraction_start(torch.float64, step)
-    kept: dict[str, torch.Tensor] = {}
-
-    def scratch(name, shape, like):  # noqa: ANN001, ANN202
-        if name not in kept:
-            kept[name] = like.new_empty(shape)
-        return kept[name]
-
+    work = Workspace()
+    scratch = work.scratch("polar")
     expected = polar_newton_schulz(y)
     first = polar_newton_schulz(y, scratch=scratch).clone()
-    pointers = {name: t.data_ptr() for name, t in kept.items()}
+    pointers = {key: t.data_ptr() for key, t in work.kept().items()}
     assert torch.equal(first, expected)
     assert torch.equal(polar_newton_schulz(y, scratch=scratch), expected)
-    assert {name: t.data_ptr() for name, t in kept.items()} == pointers
-    assert "iterate" in pointers
+    assert {key: t.data_ptr() for key, t in work.kept().items()} == pointers
+    assert ("polar", "iterate") in pointers
 
 
 def test_newton_schulz_retraction_differentiates_as_the_svd_polar_factor():
@@ -76,13 +72,10 @@ def test_newton_schulz_retraction_differentiates_as_the_svd_polar_factor():
 def test_polar_newton_schulz_complex_in_kept_scratch():
     gen = torch.Generator().manual_seed(4)
     y = torch.randn(9, 4, dtype=torch.complex128, generator=gen)
-    kept: dict[str, torch.Tensor] = {}
-
-    def scratch(name, shape, like):  # noqa: ANN001, ANN202
-        return kept.setdefault(name, like.new_empty(shape))
-
-    assert torch.equal(polar_newton_schulz(y, scratch=scratch), polar_newton_schulz(y))
-    assert not kept["|gram|"].is_complex()
+    work = Workspace()
+    assert torch.equal(polar_newton_schulz(y, scratch=work.scratch("polar")),
+                       polar_newton_schulz(y))
+    assert not work.kept()["polar", "|gram|"].is_complex()
 
 
 def test_polar_newton_schulz_under_vmap_is_the_polar_factor():

@@ -36,8 +36,9 @@ __all__ = ["Stiefel"]
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _sym(a: Tensor) -> Tensor:
-    return 0.5 * (a + a.mT)
+def _sym(a: Tensor, out: Tensor | None = None) -> Tensor:
+    """(A + A^T) / 2, into ``out`` where given."""
+    return torch.add(a, a.mT, out=out).mul_(0.5)
 
 
 def _eye_like(a: Tensor) -> Tensor:
@@ -287,7 +288,7 @@ class Stiefel(Frames):
         square = (*x.shape[:-2], p, p)
         b = momentum_sum(old, g, momentum, dampening, scratch)
         a = torch.matmul(x.mT, b, **_out(scratch("xtb", square, x)))
-        sym = torch.add(a, a.mT, out=scratch("sym", square, x)).mul_(0.5)
+        sym = _sym(a, scratch("sym", square, x))
         # b = b' - X sym in one batched product, in place where b' is the step's own
         # contiguous tensor (not the gradient, nor a fresh sum in the layout of g or old)
         product = (x.reshape(-1, n, p), sym.reshape(-1, p, p))
