@@ -3,8 +3,8 @@
 Every constrained weight is a matrix W of shape (out, fan_in) (a convolution kernel
 is flattened to (out, in * k * k)), so matrix manifolds (Oblique rows, Stiefel)
 apply to it directly. With ``lift=True`` the weight gets a trailing axis of size 2,
-W[..., 0] = q and W[..., 1] = xi, for the circle lift q^2 + xi^2 = r^2; the layer
-uses q only.
+W[..., 0] = q and W[..., 1] = xi, for the circle lift q^2 + xi^2 = r^2, stored planar
+as ``CircleLift.lift`` makes it; the layer uses q only, through ``CircleLift.weight``.
 """
 
 from __future__ import annotations
@@ -15,22 +15,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geodyn.manifolds import CircleLift
+
 __all__ = ["MatrixConv", "MatrixLinear", "Workload", "cnn", "mlp"]
+
+
+_READ = CircleLift(1.0)
 
 
 class _MatrixLayer(nn.Module):
     def __init__(self, out_features: int, fan_in: int, lift: bool) -> None:
         super().__init__()
         self.lift = lift
-        shape = (out_features, fan_in, 2) if lift else (out_features, fan_in)
         bound = fan_in**-0.5
-        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        w = torch.empty(out_features, fan_in).uniform_(-bound, bound)
+        # any radius above the bound reads and lifts the same q
+        self.weight = nn.Parameter(_READ.lift(w) if lift else w)
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def matrix(self) -> Tensor:
-        """The (out, fan_in) weight matrix the layer applies (lifted: q, contiguous as
-        ``CircleLift.weight`` gives it)."""
-        return self.weight[..., 0].contiguous() if self.lift else self.weight
+        """The (out, fan_in) weight matrix the layer applies (lifted: q, as
+        ``CircleLift.weight`` reads it)."""
+        return _READ.weight(self.weight) if self.lift else self.weight
 
 
 class MatrixLinear(_MatrixLayer):

@@ -80,6 +80,13 @@ def no_autocast() -> contextlib.ExitStack:
     return stack
 
 
+def _in_memory_order(t: Tensor) -> Tensor:
+    """``t`` with its dimensions permuted by decreasing stride: contiguous where ``t`` is
+    dense (``t`` itself where it is contiguous)."""
+    order = sorted(range(t.dim()), key=t.stride, reverse=True)
+    return t.permute(order)
+
+
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
     """The optimizer's noise generator: ``generator``, or a new one seeded with ``seed``.
 
@@ -214,10 +221,13 @@ class GeometricOptimizer(Optimizer, abc.ABC):
     # ------------------------------------------------------------------ noise
     def normal_like(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """Standard normal noise shaped like ``x``, from the optimizer's generator; drawn
-        into ``out`` (a tensor like x) where the generator is on x's device."""
+        into ``out`` (a tensor like x) where the generator is on x's device, in the order
+        of its memory (a draw into a strided tensor would scatter each number)."""
         device = self.generator.device
         if out is not None and device == x.device:
-            return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, out=out)
+            dense = _in_memory_order(out)
+            torch.randn(dense.shape, generator=self.generator, dtype=x.dtype, out=dense)
+            return out
         xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=device)
         return xi.to(x.device)
 

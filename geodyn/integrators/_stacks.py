@@ -81,12 +81,14 @@ class Stack:
 
     @property
     def in_place(self) -> bool:
-        """Whether :meth:`gather` of the parameters is a view of them (one contiguous
-        parameter in its compute dtype), so that a step can write its result in place."""
+        """Whether :meth:`gather` of the parameters is a view of them (one parameter in
+        its compute dtype whose batch dimensions flatten without a copy: a contiguous
+        one, or the circle lift's planar pairs), so that a step can write its result in
+        place."""
         if len(self.params) != 1:
             return False
         p = local(self.params[0])
-        return p.dtype == self.compute_dtype and p.is_contiguous()
+        return p.dtype == self.compute_dtype and _flattens(p, self.point_shape)
 
     def gather(self, tensors: Sequence[Tensor]) -> Tensor:
         dtype = self.compute_dtype
@@ -106,6 +108,15 @@ _HALF = (torch.bfloat16, torch.float16)
 # A parameter this large is a stack of its own: one batched call already amortises the
 # Python overhead, and concatenating it with others would copy it (a pass over memory).
 _OWN_STACK = 1 << 16
+
+
+def _flattens(t: Tensor, point_shape: tuple[int, ...]) -> bool:
+    """Whether ``t.reshape(-1, *point_shape)`` is a view of ``t``."""
+    try:
+        t.view(-1, *point_shape)
+    except RuntimeError:
+        return False
+    return True
 
 
 def _prod(shape: Iterable[int]) -> int:

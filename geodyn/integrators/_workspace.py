@@ -28,14 +28,12 @@ class Workspace:
     def __init__(self) -> None:
         self._kept: dict[Hashable, Tensor] = {}
 
-    def like(
-        self, key: Hashable, t: Tensor, memory_format: torch.memory_format = torch.contiguous_format
-    ) -> Tensor:
-        """An uninitialised tensor shaped like ``t`` (same dtype, device and, with
-        ``torch.preserve_format``, strides), the one kept under ``key`` where it fits."""
+    def like(self, key: Hashable, t: Tensor) -> Tensor:
+        """An uninitialised tensor like ``t`` (type, shape, dtype, device and strides, as
+        ``torch.empty_like`` gives them), the one kept under ``key`` where it fits."""
         kept = self._kept.get(key)
-        if kept is None or not _fits(kept, t, memory_format):
-            kept = self._kept[key] = torch.empty_like(t, memory_format=memory_format)
+        if kept is None or not _fits(kept, t):
+            kept = self._kept[key] = torch.empty_like(t)
         return kept
 
     def scratch(self, key: Hashable) -> Scratch:
@@ -62,9 +60,7 @@ class Workspace:
         self._kept = {key: t for key, t in self._kept.items() if not which(key)}
 
 
-def _fits(kept: Tensor, t: Tensor, memory_format: torch.memory_format) -> bool:
-    if (type(kept), kept.shape, kept.dtype, kept.device) != (type(t), t.shape, t.dtype, t.device):
-        return False
-    if memory_format == torch.preserve_format:
-        return kept.stride() == t.stride()
-    return kept.is_contiguous(memory_format=memory_format)
+def _fits(kept: Tensor, t: Tensor) -> bool:
+    return (type(kept), kept.shape, kept.stride(), kept.dtype, kept.device) == (
+        type(t), t.shape, t.stride(), t.dtype, t.device
+    )

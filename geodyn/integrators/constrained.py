@@ -149,7 +149,7 @@ class Constrained(OptimizerWrapper):
         tensor is cloned."""
         if t.layout != torch.strided:
             return t.clone()
-        return self._copies.like((id(p), key), t, torch.preserve_format).copy_(t)
+        return self._copies.like((id(p), key), t).copy_(t)
 
     def _constrained(self) -> list[Stack]:
         def select(p: Tensor, group: dict[str, Any]) -> Any:

@@ -330,15 +330,14 @@ class Splitting(GeometricOptimizer):
 
     def _writable(self, stack: Stack) -> bool:
         """Whether a step's values can be written straight into the stack's parameter and
-        momentum: one contiguous parameter in its compute dtype, a momentum like it."""
+        momentum: a parameter the stack views in place, a momentum laid out like it."""
         if not stack.in_place:
             return False
         param = stack.params[0]
         momentum = self.state.get(param, {}).get("momentum")  # adds no state entry
         return momentum is None or (
-            local(momentum).is_contiguous()
-            and (momentum.shape, momentum.dtype, momentum.device)
-            == (param.shape, param.dtype, param.device)
+            (momentum.shape, local(momentum).stride(), momentum.dtype, momentum.device)
+            == (param.shape, local(param).stride(), param.dtype, param.device)
         )
 
     def _write(self, stack: Stack, fused: FusedStep) -> None:

@@ -5,14 +5,23 @@ complex number z = q + i xi, computed on its real halves. The tangent space at z
 line i z R; P_z v = i z t with t = Im(conj(z) v) / |z|^2. The drift is the exact rotation
 R_z(v) = z e^{i t} (the geodesic: the angle |P_z v| / r = |t|), and ``retr_transp``
 rotates the velocity with the point (parallel transport on a circle).
+
+Layout: a point of shape (..., 2) is stored *planar* where the lift makes it
+(:meth:`CircleLift.lift`, :meth:`CircleLift.random_point`): all q first, then all xi,
+so that each half ``z[..., 0]``, ``z[..., 1]`` is a contiguous tensor and every verb
+runs on contiguous memory. The pair axis is last in shape and first in memory (the
+strides of ``torch.stack((q, xi)).movedim(0, -1)``). Every verb takes either layout
+and returns its pairs in the layout of its point x.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from .base import FusedStep, Scratch, _out, fresh
+from .base import Draw, FusedStep, Scratch, _out, fresh
 from .sphere import Sphere
 
 __all__ = ["CircleLift"]
@@ -45,7 +54,7 @@ class CircleLift(Sphere):
         return self.retr_transp(x, p * h, p)
 
     def lift(self, q: Tensor) -> Tensor:
-        """(q, sqrt(r^2 - q^2)) stacked on a new last dimension; needs |q| <= r."""
+        """(q, sqrt(r^2 - q^2)) on a new last dimension, stored planar; needs |q| <= r."""
         self.check_finite(q, "q")
         if bool((q.abs() > self.radius).any()):
             worst = float(q.abs().max())
@@ -54,13 +63,18 @@ class CircleLift(Sphere):
                 f"weight by the radius; clamp it first, q.clamp(-{self.radius}, {self.radius})"
             )
         xi = (self.radius**2 - q * q).clamp(min=0).sqrt()
-        return torch.stack([q, xi], dim=-1)
+        return _pairs(q, xi, planar=True)
 
     def weight(self, z: Tensor) -> Tensor:
-        """The weights q = z[..., 0], as a contiguous copy: a layer's matrix products take
-        it as it is, where a strided view would be copied by each of them, forward and
-        backward."""
-        return z[..., 0].contiguous()
+        """The weights q = z[..., 0], contiguous (a view of planar pairs, else a copy): a
+        layer's matrix products take it as it is, where a strided view would be copied by
+        each of them, forward and backward. Its gradient comes back as pairs (dL/dq, 0)
+        laid out as z, so that the parameter's gradient has its strides."""
+        return _Weight.apply(z)
+
+    def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
+        """Uniform on each circle (normalised Gaussian pairs), stored planar."""
+        return _planar(super()._sample_point(shape, draw))
 
     # A pair (q, xi) is the complex number z = q + i xi; T_z M = {i z t : t real}. Every
     # verb below is elementwise in z, written on the real halves (no complex temporaries,
@@ -75,24 +89,25 @@ class CircleLift(Sphere):
     def proj_tangent(self, x: Tensor, v: Tensor) -> Tensor:
         """P_z v = i z Im(conj(z) v) / |z|^2."""
         q, xi, t = self._coordinate(x, v)
-        return torch.stack((-xi * t, q * t), dim=-1).to(x.dtype)
+        return _pairs(-xi * t, q * t, _is_planar(x)).to(x.dtype)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """The rotation z e^{i t} by the angle t of the tangent part i z t of u."""
         q, xi, t = self._coordinate(x, u)
-        return torch.stack(_rotate(q, xi, torch.cos(t), torch.sin(t)), dim=-1).to(x.dtype)
+        return _pairs(*_rotate(q, xi, torch.cos(t), torch.sin(t)), _is_planar(x)).to(x.dtype)
 
     def retract(self, x: Tensor, v: Tensor) -> Tensor:
         """The rotation exp_z(P_z v) = z e^{i t}, renormalised to radius r."""
         q, xi, t = self._coordinate(x, v)
-        return self._on_circle(*_rotate(q, xi, torch.cos(t), torch.sin(t))).to(x.dtype)
+        rotated = _rotate(q, xi, torch.cos(t), torch.sin(t))
+        return self._on_circle(*rotated, _is_planar(x)).to(x.dtype)
 
     def retr_transp(self, x: Tensor, u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Rotate x by the angle of u and carry v along the same rotation (parallel transport)."""
         q, xi, t = self._coordinate(x, u)
         cos, sin = torch.cos(t), torch.sin(t)
-        moved = torch.stack(_rotate(*_halves(v), cos, sin), dim=-1)
-        return self._on_circle(*_rotate(q, xi, cos, sin)).to(x.dtype), moved.to(v.dtype)
+        moved = _pairs(*_rotate(*_halves(v), cos, sin), _is_planar(v)).to(v.dtype)
+        return self._on_circle(*_rotate(q, xi, cos, sin), _is_planar(x)).to(x.dtype), moved
 
     def fused_momentum_step(
         self, x: Tensor, g: Tensor, old: Tensor | None, *, lr: float, momentum: float,
@@ -129,8 +144,9 @@ class CircleLift(Sphere):
         beta = torch.mul(q, g[..., 1], **out("beta")).addcmul_(xi, g[..., 0], value=-1)
         nu = None  # beta is |z|^2 t_g so far
         if old is not None:
-            beta.mul_(1 - dampening).addcmul_(q, old[..., 1], value=momentum)
-            beta.addcmul_(xi, old[..., 0], value=-momentum)
+            if dampening:
+                beta.mul_(1 - dampening)
+            beta.addcmul_(q, old[..., 1], value=momentum).addcmul_(xi, old[..., 0], value=-momentum)
             nu = torch.mul(q, old[..., 0], **out("nu")).addcmul_(xi, old[..., 1]).mul_(inverse)
             nu.mul_(momentum)
         beta.mul_(inverse)
@@ -139,7 +155,7 @@ class CircleLift(Sphere):
         sin.sin_()
         w_q = torch.mul(q, cos, **out("w_q")).addcmul_(xi, sin, value=-1)
         w_xi = cos.mul_(xi).addcmul_(q, sin)
-        scale = inverse.copy_(w_q).mul_(w_q).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
+        scale = torch.mul(w_q, w_q, out=inverse).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
         checks = beta.sum(-1).add_(scale.sum(-1))
         if nu is not None:
             checks.add_(nu.sum(-1))
@@ -152,7 +168,7 @@ class CircleLift(Sphere):
                 b_q, b_xi = -w_xi * beta, w_q * beta
                 if nu is not None:
                     b_q, b_xi = b_q + w_q * nu, b_xi + w_xi * nu
-                buf_out = torch.stack((b_q, b_xi), dim=-1)
+                buf_out = _pairs(b_q, b_xi, _is_planar(x))
             elif nu is None:
                 torch.mul(w_xi, beta, out=buf_out[..., 0]).neg_()
                 torch.mul(w_q, beta, out=buf_out[..., 1])
@@ -160,17 +176,17 @@ class CircleLift(Sphere):
                 torch.mul(w_q, nu, out=buf_out[..., 0]).addcmul_(w_xi, beta, value=-1)
                 torch.mul(w_xi, nu, out=buf_out[..., 1]).addcmul_(w_q, beta)
             if x_out is None:
-                return torch.stack((w_q * scale, w_xi * scale), dim=-1), buf_out
+                return _pairs(w_q * scale, w_xi * scale, _is_planar(x)), buf_out
             torch.mul(w_q, scale, out=x_out[..., 0])
             torch.mul(w_xi, scale, out=x_out[..., 1])
             return x_out, buf_out
 
         return FusedStep(checks, write)
 
-    def _on_circle(self, a: Tensor, b: Tensor) -> Tensor:
+    def _on_circle(self, a: Tensor, b: Tensor, planar: bool) -> Tensor:
         """The pairs r (a, b) / |(a, b)|: the rounding of a rotation removed."""
         scale = self.radius * torch.addcmul(a * a, b, b).rsqrt()
-        return torch.stack((a * scale, b * scale), dim=-1)
+        return _pairs(a * scale, b * scale, planar)
 
     def shape_error(self, shape: tuple[int, ...], name: str) -> str | None:
         if len(shape) < 1 or shape[-1] != 2:
@@ -187,6 +203,41 @@ def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     return x[..., 0], x[..., 1]
+
+
+def _is_planar(z: Tensor) -> bool:
+    """Whether the pairs z (..., 2) are stored planar: each half contiguous, q before xi."""
+    return z.dim() > 1 and z.movedim(-1, 0).is_contiguous()
+
+
+def _planar(z: Tensor) -> Tensor:
+    """The pairs z stored planar (z itself where they are)."""
+    return z.movedim(-1, 0).contiguous().movedim(0, -1)
+
+
+def _pairs(a: Tensor, b: Tensor, planar: bool) -> Tensor:
+    """The pairs (a, b) on a new last dimension, stored planar or interleaved."""
+    if planar:
+        return torch.stack((a, b)).movedim(0, -1)
+    return torch.stack((a, b), dim=-1)
+
+
+class _Weight(torch.autograd.Function):
+    """q = z[..., 0], contiguous; the gradient (dL/dq, 0) comes back laid out as z."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor) -> Tensor:  # type: ignore[override]
+        return z[..., 0].contiguous()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.planar = _is_planar(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return _pairs(grad, torch.zeros_like(grad), ctx.planar)
 
 
 def _rotate(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
