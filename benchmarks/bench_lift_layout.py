@@ -1,69 +1,66 @@
-"""What the circle lift's layout costs the layer, before any optimizer step.
+"""What the circle lift's layout costs: the W1 training step with planar or interleaved pairs.
 
 Run ``python -m benchmarks.bench_lift_layout [--steps 30] [--threads 2]``.
 
-Forward and backward of the W1 MLP (784-1024-1024-10, batch 128, float32) with the two
-hidden weights stored three ways: plain tensors; ``CircleLift`` pairs (..., 2) read
-through ``CircleLift.weight`` (a contiguous copy of q, whose gradient comes back into the
-pairs); and planar, q as its own tensor (beside a separate xi the layer never reads).
-Interleaved, medians in ms.
+The W1 MLP (784-1024-1024-10, batch 128, float32) with its two hidden weights on the
+circle lift, stepped by ``RiemannianSGD`` (momentum 0.9, its fast path), the pairs
+stored planar (as ``CircleLift.lift`` makes them: each half contiguous) or interleaved
+(q, xi next to each other: each half a stride-2 view); torch SGD on the plain MLP beside
+them. Interleaved rounds; medians in ms of the forward and backward and of the optimizer
+step.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
-from geodyn.manifolds import CircleLift
-
+from .cases import baselines, geodyn_cases
 from .measure import setup
+from .models import Workload, mlp
 
 SIZES = (784, 1024, 1024, 10)
 BATCH = 128
 
 
-def _jobs() -> dict[str, Callable[[], None]]:
-    inputs = torch.randn(BATCH, SIZES[0])
-    labels = torch.randint(0, SIZES[-1], (BATCH,))
-    plain = [
-        (torch.randn(n_out, n_in) * n_in**-0.5).requires_grad_()
-        for n_in, n_out in zip(SIZES[:-1], SIZES[1:], strict=True)
-    ]
-    lift = CircleLift(0.05)
-    pairs = [lift.lift(w.detach().clamp(-0.04, 0.04)).requires_grad_() for w in plain[:-1]]
-    planar = [w.detach().clone().requires_grad_() for w in plain[:-1]]
-
-    def train(weights: list[torch.Tensor]) -> None:
-        h = inputs
-        for k, w in enumerate(weights):
-            h = h @ w.T
-            if k < len(weights) - 1:
-                h = torch.relu(h)
-        F.cross_entropy(h, labels).backward()
-
-    return {
-        "plain": lambda: train(plain),
-        "lifted (..., 2)": lambda: train([lift.weight(z) for z in pairs] + plain[-1:]),
-        "planar": lambda: train(planar + plain[-1:]),
-    }
+def _interleave(wl: Workload) -> Workload:
+    """The workload with its lifted weights stored interleaved (the same values)."""
+    with torch.no_grad():
+        for layer in wl.hidden:
+            layer.weight.data = layer.weight.data.contiguous()
+    return wl
 
 
 def main() -> None:
     args = setup(__doc__, steps=30)
-    jobs = _jobs()
-    times: dict[str, list[float]] = {name: [] for name in jobs}
+    (lift_case,) = geodyn_cases(("CircleLift",), ("RSGD",))
+    (sgd_case,) = [c for c in baselines() if c.name == "torch SGD"]
+    built = {
+        "torch SGD, plain weights": sgd_case.build(lambda lift: mlp(SIZES, BATCH, lift)),
+        "CircleLift RSGD, planar": lift_case.build(lambda lift: mlp(SIZES, BATCH, lift)),
+        "CircleLift RSGD, interleaved": lift_case.build(
+            lambda lift: _interleave(mlp(SIZES, BATCH, lift))
+        ),
+    }
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in built}
     for step in range(5 + args.steps):
-        for name, job in jobs.items():
+        for name, b in built.items():
             start = time.perf_counter()
-            job()
+            b.optimizer.zero_grad(set_to_none=True)
+            b.workload.loss().backward()
+            middle = time.perf_counter()
+            b.optimizer.step()
+            end = time.perf_counter()
             if step >= 5:
-                times[name].append(time.perf_counter() - start)
-    for name, samples in times.items():
-        print(f"{name:16s} {1e3 * statistics.median(samples):7.2f} ms forward + backward")
+                times[name][0].append(middle - start)
+                times[name][1].append(end - middle)
+    for name, (backward, step_times) in times.items():
+        residual = built[name].residual()
+        print(f"{name:30s} forward + backward {1e3 * statistics.median(backward):6.2f} ms  "
+              f"optimizer step {1e3 * statistics.median(step_times):6.2f} ms  "
+              f"residual {0.0 if residual is None else residual:.1e}")
 
 
 if __name__ == "__main__":

@@ -60,11 +60,11 @@ def test_stiefel_exp_is_the_embedded_geodesic():
     np.testing.assert_allclose(m.retract(x, v).numpy(), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize(("n", "p", "h"), [(6, 3, 0.05), (5, 5, 0.2), (3, 7, 0.1), (8, 2, 0.4)])
-def test_stiefel_shake_matches_a_direct_solve(n, p, h):
-    """Y + X Lambda with symmetric Lambda, from scipy.optimize.root started at Lambda = 0."""
+def _shake_and_direct_solve(n, p, h, seed):
+    """Stiefel.shake(X, X + h V) and Y + X Lambda with symmetric Lambda from
+    scipy.optimize.root started at Lambda = 0 (tall frames)."""
     m = Stiefel()
-    g = _gen(n * 10 + p)
+    g = _gen(seed)
     x = m.random_point(n, p, dtype=F64, generator=g)
     y = x + h * m.random_tangent(x, generator=g)
     wide = n < p
@@ -84,9 +84,27 @@ def test_stiefel_shake_matches_a_direct_solve(n, p, h):
     lam = np.zeros((k, k))
     lam[iu] = sol.x
     lam = lam + np.triu(lam, 1).T
-    expected = yt + xt @ lam
     got = m.shake(x, y).numpy()
-    np.testing.assert_allclose(got.T if wide else got, expected, atol=1e-11)
+    return (got.T if wide else got), yt + xt @ lam
+
+
+@pytest.mark.parametrize(("n", "p", "h"), [(6, 3, 0.05), (5, 5, 0.2), (3, 7, 0.1), (8, 2, 0.4)])
+def test_stiefel_shake_matches_a_direct_solve(n, p, h):
+    got, expected = _shake_and_direct_solve(n, p, h, n * 10 + p)
+    np.testing.assert_allclose(got, expected, atol=1e-11)
+
+
+@pytest.mark.parametrize(("h", "newton_steps"), [(0.02, False), (0.1, True)])
+def test_stiefel_shake_takes_chord_steps_near_x_and_newton_steps_far(monkeypatch, h, newton_steps):
+    """Near X the chord step (matrix products only) reaches the root; far from X, where it
+    contracts too slowly, Newton's steps (an eigendecomposition each) take over. Both
+    land on the root a direct solve finds."""
+    calls = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda a: calls.append(a.shape) or eigh(a))
+    got, expected = _shake_and_direct_solve(12, 4, h, 7)
+    np.testing.assert_allclose(got, expected, atol=1e-11)
+    assert bool(calls) == newton_steps
 
 
 def _nearest_by_slsqp(x, constraint, starts):

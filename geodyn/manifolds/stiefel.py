@@ -12,6 +12,8 @@ transpose. With sym(A) = (A + A^T)/2, for a tall X:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -371,32 +373,47 @@ class Stiefel(Frames):
         return self._tall(self._retract_exp(self._tall(x, wide), self._tall(u, wide)), wide)
 
     def shake(self, x: Tensor, y: Tensor) -> Tensor:
-        """Y + X Lambda on M with Lambda symmetric (wide: Y + Lambda X), by Newton's method."""
+        r"""Y + X Lambda on M with Lambda symmetric (wide: Y + Lambda X), by Newton's method
+        on $F(\Lambda) = Z^\top Z - I$, $Z = Y + X\Lambda$.
+
+        Newton's step solves the Lyapunov equation $A\Delta + \Delta A = -F$ with
+        $A = \mathrm{sym}(X^\top Z)$ (an eigendecomposition of A). Near X (Y = X + hP),
+        $X^\top Z$ is near I, so the chord step $\Delta = -\mathrm{sym}(F)/2$ (the
+        Jacobian at $X^\top Z = I$, matrix products only) contracts F by about
+        $\lVert X^\top Z - I \rVert = O(h)$. Each step is a chord step where the last one
+        shrank max |F| at least fourfold (the first is one), else Newton's; both stop at
+        the same root, on the same residual tolerance.
+        """
         if x.dtype in _HALF:
             return self.shake(x.float(), y.float()).to(x.dtype)
         wide = self._wide(x)
         xt, yt = self._tall(x, wide), self._tall(y, wide)
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, xt.shape[-2])
         eye = _eye_like(xt)
+        State = tuple[Tensor, Tensor, float]  # Z, Lambda, max |F| before the last step
 
-        def residual(state: tuple[Tensor, Tensor]) -> tuple[Tensor, None]:
-            z, _ = state
+        def residual(state: State) -> tuple[Tensor, None]:
+            z, _, _ = state
             return z.mT @ z - eye, None
 
-        def step(state: tuple[Tensor, Tensor], f: Tensor, _: None) -> tuple[Tensor, Tensor] | None:
-            z, lam = state
-            d, q = torch.linalg.eigh(_sym(xt.mT @ z))
-            denom = d.unsqueeze(-1) + d.unsqueeze(-2)
-            if bool((denom <= 0).any()):
-                return None
-            lam = lam - q @ ((q.mT @ f @ q) / denom) @ q.mT
-            return yt + xt @ lam, lam
+        def step(state: State, f: Tensor, _: None) -> State | None:
+            z, lam, before = state
+            size = float(f.abs().max())
+            if size <= before / 4:  # the chord step contracts: keep to it
+                lam = lam - _sym(f).mul_(0.5)
+            else:
+                d, q = torch.linalg.eigh(_sym(xt.mT @ z))
+                denom = d.unsqueeze(-1) + d.unsqueeze(-2)
+                if bool((denom <= 0).any()):
+                    return None
+                lam = lam - q @ ((q.mT @ f @ q) / denom) @ q.mT
+            return yt + xt @ lam, lam, size
 
         lam0 = torch.zeros_like(eye).expand(*xt.shape[:-2], -1, -1)
-        z, _ = newton(
+        z, _, _ = newton(
             residual,
             step,
-            (yt, lam0),
+            (yt, lam0, math.inf),
             tol=tol,
             maxiter=self.shake_maxiter,
             failure=f"{self.name}.shake: no symmetric multiplier found that puts Y back on the "
