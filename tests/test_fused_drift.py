@@ -150,7 +150,8 @@ def test_splitting_in_place_equals_the_generic_letters_step_by_step(name, scheme
 
 
 def test_splitting_keeps_the_memory_its_letters_write_into_and_a_failed_step_changes_nothing():
-    """From the second step on, every letter writes into the same memory; the momentum
+    """From the second step on, every letter writes into the same memory (and each
+    drift's row dots multiply into the same product); the momentum
     state is never that memory; a step with a NaN gradient under 'skip' leaves the
     weight and the momentum as they were."""
     sphere = Sphere()
@@ -171,8 +172,9 @@ def test_splitting_keeps_the_memory_its_letters_write_into_and_a_failed_step_cha
             continue
         opt.step()
         ptrs = {key: t.data_ptr() for key, t in opt._work.kept().items()}
-        # the last drift writes straight into the parameter and its momentum
-        assert {role for _, role in ptrs} == {"p", "x", "noise"}
+        # the last drift writes straight into the parameter and its momentum; the drifts
+        # multiply x and p into the same kept product for their row dots
+        assert {role for _, role in ptrs} == {"p", "x", "noise", "product"}
         assert opt.state[x]["momentum"].data_ptr() not in ptrs.values()
         assert x.data_ptr() not in ptrs.values()
         if kept is not None:

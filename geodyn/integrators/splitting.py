@@ -313,7 +313,8 @@ class Splitting(GeometricOptimizer):
         if phase.stack.group["drift"] != "auto" or not phase.p_owned:
             return False
         fused = phase.stack.manifold.fused_drift(
-            phase.x, phase.p, h, rattle=op.rattle, project=phase.unprojected
+            phase.x, phase.p, h, rattle=op.rattle, project=phase.unprojected,
+            scratch=self._work.scratch((id(phase.stack.params[0]), "fused_drift")),
         )
         if fused is None or not bool(torch.isfinite(fused.checks).all()):
             return False

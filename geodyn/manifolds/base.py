@@ -272,7 +272,8 @@ class Manifold(geoopt.Manifold):
         return None
 
     def fused_drift(
-        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False,
+        scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""Fast path of :meth:`drift`, or ``None`` (the default: none declared).
 
@@ -283,7 +284,9 @@ class Manifold(geoopt.Manifold):
         (a projection a caller left to this step, with :attr:`linear_transport`) and
         q = p otherwise, written into ``x_out`` (not x itself: the write reads x to the
         end) and ``p_out`` (which may be p) when given. ``checks`` are all finite only if
-        the outputs are; when one is not, the caller takes :meth:`drift` instead.
+        the outputs are; when one is not, the caller takes :meth:`drift` instead. Its
+        temporaries take their memory from ``scratch``; nothing the write reads is kept
+        there.
         """
         return None
 

@@ -252,7 +252,8 @@ class NormBall(Manifold):
         return t, (a > 0) & (t < h) & ((t > 0) | (b > 0) | (c >= 0))
 
     def fused_drift(
-        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False,
+        scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""The free flight from the row sums $|x|^2, \langle x,p\rangle, |p|^2$: the exit
         times, and for the rows that meet no wall within h one write of
@@ -266,7 +267,8 @@ class NormBall(Manifold):
         rows' values."""
         if project or not self._inherits(NormBall, "drift"):
             return None
-        sxx, sxp, spp = _sqnorm(x), _dot_rows(x, p), _sqnorm(p)
+        product = scratch("product", tuple(x.shape), x)
+        sxx, sxp, spp = _sqnorm(x), _dot_rows(x, p, product), _sqnorm(p)
         _, hit = self._exit(spp, sxp, sxx - self.radius**2, h)
         scale = (sxx + h * (2 * sxp + h * spp)).rsqrt().mul_(self.radius).clamp_(max=1.0)
         bound = (scale * (sxx.sqrt() + h * spp.sqrt())).masked_fill_(hit, 0.0)

@@ -237,7 +237,8 @@ class Oblique(Manifold):
         return -d / (b + torch.where(b < 0, -root, root))
 
     def fused_drift(
-        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False,
+        scratch: Scratch = fresh,
     ) -> FusedStep | None:
         r"""Rows: from the row sums $s_{xx} = |x|^2$, $s_{xp} = \langle x,p\rangle$,
         $s_{pp} = |p|^2$ alone (with ``project``, those of $q = p - c x$,
@@ -261,7 +262,8 @@ class Oblique(Manifold):
         ``shake`` and those of the other fast paths) have none."""
         if not (self._rows_fused() and self._inherits(Oblique, "shake", "drift")):
             return None
-        sxx, sxp, spp = _sqnorm_rows(x), _dot_rows(x, p), _sqnorm_rows(p)
+        product = scratch("product", tuple(x.shape), x)
+        sxx, sxp, spp = _sqnorm_rows(x), _dot_rows(x, p, product), _sqnorm_rows(p)
         if project:  # q = p - c x
             c = sxp / sxx
             qx, qq = torch.zeros_like(sxp), (spp - c * sxp).clamp_(min=0)
