@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fused_twins import TWINS, GenericSphere
+from fused_twins import LIFT, TWINS, GenericCircleLift, GenericSphere, point_shape
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,13 +79,50 @@ def test_fused_drift_is_declared_only_for_oblique_rows_with_their_own_verbs():
     x = Sphere().random_point(4, 3, dtype=F64)
     p = torch.zeros_like(x)
     undeclared = [
-        GenericSphere(), CircleLift(), Oblique(dim=-2),
+        GenericSphere(), Oblique(dim=-2),
         type("OwnShake", (Sphere,), {"shake": lambda self, x, y: Sphere.shake(self, x, y)})(),
         type("OwnDrift", (Sphere,), {"drift": lambda self, *a, **k: Sphere.drift(self, *a, **k)})(),
     ]
     for manifold in undeclared:
         assert manifold.fused_drift(x, p, 0.1) is None
     assert Sphere().fused_drift(x, p, 0.1) is not None
+    z = CircleLift().random_point(4, 3, 2, dtype=F64)
+    own_transport = type("OwnTransport", (CircleLift,), {
+        "retr_transp": lambda self, *a: CircleLift.retr_transp(self, *a)})()
+    for manifold in (GenericCircleLift(), own_transport):
+        assert manifold.fused_drift(z, torch.zeros_like(z), 0.1) is None
+    assert CircleLift().fused_drift(z, torch.zeros_like(z), 0.1) is not None
+    assert CircleLift().fused_drift(z, torch.zeros_like(z), 0.1, project=True) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), h=st.floats(1e-4, 3.0), tangent=st.booleans(),
+       planar=st.booleans(), into=st.sampled_from(["new", "given", "p itself"]))
+def test_circle_lift_fused_drift_is_its_rotation(seed, h, tangent, planar, into):
+    """x' and p' of the lift's fast drift are drift(x, p, h)'s, the rotation of x and p by
+    the angle h t of p, to rounding, in either layout and into new memory, given memory
+    or over p itself."""
+    lift = CircleLift(0.9)
+    g = torch.Generator().manual_seed(seed)
+    x = lift.random_point(5, 4, 2, dtype=F64, generator=g)
+    p = torch.randn(x.shape, dtype=F64, generator=g)
+    if not planar:
+        x, p = x.contiguous(), p.contiguous()
+    if tangent:
+        p = lift.proj_tangent(x, p)
+    x_ref, p_ref = lift.drift(x, p, h)
+    fused = lift.fused_drift(x, p, h)
+    assert fused is not None and bool(torch.isfinite(fused.checks).all())
+    outs = {"new": (None, None), "given": (torch.empty_like(x), torch.empty_like(p)),
+            "p itself": (torch.empty_like(x), p)}[into]
+    # the two round the angle h t differently by a few eps |h t|, which moves x by
+    # r times that and p by |p| times that
+    angle = h * float(lift._coordinate(x, p)[2].abs().max())
+    x_new, p_new = fused.write(*outs)
+    tol = 16 * torch.finfo(F64).eps * (1 + angle)
+    torch.testing.assert_close(x_new, x_ref, rtol=0, atol=tol * lift.radius)
+    torch.testing.assert_close(p_new, p_ref, rtol=0, atol=tol * float(p_ref.abs().max()))
+    assert float(lift.residual(x_new)) <= 1e-15
 
 
 def test_fused_drift_too_long_raises_as_shake_does_and_writes_nothing():
@@ -109,9 +146,10 @@ def test_fused_drift_too_long_raises_as_shake_does_and_writes_nothing():
 def _run(manifold, scheme, drift, count=1):
     """``count`` weights on ``manifold``: one is stepped in place, several as one stack."""
     g = torch.Generator().manual_seed(3)
-    xs = [torch.nn.Parameter(manifold.random_point(6, 5, dtype=F64, generator=g))
+    shape = point_shape(manifold)
+    xs = [torch.nn.Parameter(manifold.random_point(*shape, dtype=F64, generator=g))
           for _ in range(count)]
-    target = torch.randn(6, 5, dtype=F64, generator=g)
+    target = torch.randn(shape, dtype=F64, generator=g)
     opt = Splitting([{"params": xs, "manifold": manifold}], lr=0.05, gamma=2.0, tau=0.1,
                     scheme=scheme, drift=drift, seed=11)
 
@@ -124,7 +162,7 @@ def _run(manifold, scheme, drift, count=1):
     return xs, opt, closure
 
 
-@pytest.mark.parametrize("name", [*TWINS, "NormBall"])
+@pytest.mark.parametrize("name", [*TWINS, "NormBall", *LIFT])
 @pytest.mark.parametrize("scheme", ["BAOAB", "OBABO", "ABOBA", "BAB", "BABAB"])
 @pytest.mark.parametrize("drift", ["auto", "shake"])
 @pytest.mark.parametrize("count", [1, 2])
@@ -132,7 +170,7 @@ def test_splitting_in_place_equals_the_generic_letters_step_by_step(name, scheme
     """Each step, from the same values and the same noise, agrees to rounding with the
     generic letters; after each the twin's values are copied in (chaotic steps would
     amplify rounding otherwise). The positions stay on M."""
-    make_fast, make_generic = {**TWINS, "NormBall": BALL}[name]
+    make_fast, make_generic = {**TWINS, "NormBall": BALL, **LIFT}[name]
     fast, generic = make_fast(), make_generic()
     xs, opt, closure = _run(fast, scheme, drift, count)
     ys, ref, ref_closure = _run(generic, scheme, drift, count)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fused_twins import TWINS, GenericSphere
+from fused_twins import LIFT, TWINS, GenericCircleLift, GenericSphere, point_shape
 
 import geodyn.functional as F
 from geodyn.integrators import Constrained, NonFiniteError
@@ -25,8 +25,9 @@ BASES = {
 
 def setup(manifold, base, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.nn.Parameter(manifold.random_point(6, 5, dtype=F64, generator=g))
-    target = torch.randn(6, 5, dtype=F64, generator=g)
+    shape = point_shape(manifold)
+    x = torch.nn.Parameter(manifold.random_point(*shape, dtype=F64, generator=g))
+    target = torch.randn(shape, dtype=F64, generator=g)
     opt = Constrained(BASES[base]([{"params": [x], "manifold": manifold}]))
 
     def step():
@@ -37,13 +38,14 @@ def setup(manifold, base, seed=0):
     return x, opt, step
 
 
-@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("name", [*TWINS, *LIFT])
 @pytest.mark.parametrize("base", BASES)
 def test_fast_put_back_equals_the_generic_one(name, base):
     """Step by step from the same values: each step agrees to rounding (the fast one
     then continues from the generic one's values, so that a long step's dynamics do not
-    amplify the rounding of earlier steps)."""
-    fast, generic = TWINS[name]
+    amplify the rounding of earlier steps). The circle lift's fast path is its gradient
+    projection alone."""
+    fast, generic = {**TWINS, **LIFT}[name]
     x_fast, opt_fast, step_fast = setup(fast(), base)
     x_gen, opt_gen, step_gen = setup(generic(), base)
     for _ in range(12):
@@ -64,15 +66,17 @@ def test_the_fast_paths_are_declared_only_where_the_verbs_are_oblique_rows():
     y, v = x + 0.1, torch.ones_like(x)
     assert Sphere().fused_put_back(x, y, [v]) is not None
     assert Sphere().fused_proj_tangent_(x, v.clone()) is not None
-    # columns, an overridden verb, and the circle lift's rotation have none
+    # columns and an overridden verb have none
     for manifold in (Oblique(dim=-2), GenericSphere()):
         assert manifold.fused_put_back(x, y, [v]) is None
         assert manifold.fused_proj_tangent_(x, v) is None
         assert manifold.fused_momentum_step(x, v, None, lr=0.1, momentum=0.0,
                                             dampening=0.0) is None
+    # the circle lift projects in place (pair by pair), and has no put-back
     z = CircleLift().random_point(3, 2, dtype=F64)
     assert CircleLift().fused_put_back(z, z + 0.1, []) is None
-    assert CircleLift().fused_proj_tangent_(z, torch.ones_like(z)) is None
+    assert CircleLift().fused_proj_tangent_(z, torch.ones_like(z)) is not None
+    assert GenericCircleLift().fused_proj_tangent_(z, torch.ones_like(z)) is None
 
 
 class Poisoning(torch.optim.Optimizer):
@@ -123,14 +127,16 @@ def test_a_nonfinite_base_result_is_never_committed(where, bad, mode):
         assert torch.equal(opt.state[x][key], value), key
 
 
-@pytest.mark.parametrize("name", TWINS)
+@pytest.mark.parametrize("name", [*TWINS, *LIFT])
 def test_splitting_letters_rattle_in_place_as_the_generic_rattle(name):
-    """kick, drift and thermostat on rows RATTLE the momenta they made in place; each
-    equals the generic RATTLE's result, and the inputs are left as they were."""
-    fast, generic = TWINS[name]
+    """kick, drift and thermostat on rows and on the circle lift RATTLE the momenta they
+    made in place; each equals the generic RATTLE's result, and the inputs are left as
+    they were."""
+    fast, generic = {**TWINS, **LIFT}[name]
     g = torch.Generator().manual_seed(1)
-    x = fast().random_point(6, 5, dtype=F64, generator=g)
-    p, grad, noise = (torch.randn(6, 5, dtype=F64, generator=g) for _ in range(3))
+    shape = point_shape(fast())
+    x = fast().random_point(*shape, dtype=F64, generator=g)
+    p, grad, noise = (torch.randn(shape, dtype=F64, generator=g) for _ in range(3))
     inputs = [t.clone() for t in (x, p, grad, noise)]
     m_fast, m_gen = fast(), generic()
     pairs = [

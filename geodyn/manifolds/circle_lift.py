@@ -183,6 +183,73 @@ class CircleLift(Sphere):
 
         return FusedStep(checks, write)
 
+    def fused_proj_tangent_(self, x: Tensor, v: Tensor) -> Tensor | None:
+        r"""$v \leftarrow i z t$, $t = \mathrm{Im}(\bar z v) / |z|^2$, pair by pair in place;
+        the checks are t's sums over the last weight axis (a NaN or Inf entry of x or v,
+        or a zero pair, reaches them). Half precisions, and a subclass that overrides
+        ``proj_tangent`` or ``rattle``, have none."""
+        if not self._elementwise(x) or not self._inherits(CircleLift, "proj_tangent", "rattle"):
+            return None
+        (q, xi), (v_q, v_xi) = _halves(x), _halves(v)
+        t = torch.mul(q, v_xi).addcmul_(xi, v_q, value=-1).div_(torch.addcmul(q * q, xi, xi))
+        torch.mul(xi, t, out=v_q).neg_()
+        torch.mul(q, t, out=v_xi)
+        return t.sum(-1)
+
+    def fused_drift(
+        self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False,
+        scratch: Scratch = fresh,
+    ) -> FusedStep | None:
+        r""":meth:`drift` pair by pair: with $t = \mathrm{Im}(\bar z p) / |z|^2$,
+        $w = z e^{i h t}$, $z' = r\, w / |w|$ and $p' = p\, e^{i h t}$ (``rattle`` is moot:
+        the rotation carries a tangent p to a tangent p'). The checks are the sums of t and
+        of $r/|w|$ over the last weight axis. Its temporaries (the pair-sized $1/|z|^2$, t
+        and its sine, the cosine, w and the q half of p') take their memory from
+        ``scratch``. None with ``project`` (the rotation is not a
+        linear transport: no caller leaves it a projection), for half precisions and for
+        a subclass that overrides ``drift`` or ``retr_transp``."""
+        if project or not self._elementwise(x) or not self._inherits(
+            CircleLift, "drift", "retr_transp"
+        ):
+            return None
+        (q, xi), (p_q, p_xi) = _halves(x), _halves(p)
+        shape = tuple(q.shape)
+
+        def out(name: str) -> dict[str, Tensor]:
+            return _out(scratch(name, shape, x))
+
+        inverse = torch.mul(q, q, **out("inverse")).addcmul_(xi, xi).reciprocal_()
+        sin = torch.mul(q, p_xi, **out("sin")).addcmul_(xi, p_q, value=-1)
+        t = sin.mul_(inverse)
+        checks = t.sum(-1)
+        cos = torch.cos(t.mul_(h), **out("cos"))
+        sin = t.sin_()
+        w_q = torch.mul(q, cos, **out("w_q")).addcmul_(xi, sin, value=-1)
+        w_xi = torch.mul(xi, cos, **out("w_xi")).addcmul_(q, sin)
+        scale = torch.mul(w_q, w_q, out=inverse).addcmul_(w_xi, w_xi).rsqrt_().mul_(self.radius)
+        checks.add_(scale.sum(-1))
+        planar = _is_planar(x)
+
+        def write(x_out: Tensor | None, p_out: Tensor | None) -> tuple[Tensor, Tensor]:
+            a = torch.mul(p_q, cos, **out("a")).addcmul_(p_xi, sin, value=-1)
+            if p_out is None:
+                p_new = _pairs(a, torch.mul(p_xi, cos).addcmul_(p_q, sin), _is_planar(p))
+            else:  # p_out may be p: its xi half is written before its q half, read first
+                p_new = p_out
+                torch.mul(p_xi, cos, out=p_new[..., 1]).addcmul_(p_q, sin)
+                p_new[..., 0].copy_(a)
+            if x_out is None:
+                return _pairs(w_q * scale, w_xi * scale, planar), p_new
+            torch.mul(w_q, scale, out=x_out[..., 0])
+            torch.mul(w_xi, scale, out=x_out[..., 1])
+            return x_out, p_new
+
+        return FusedStep(checks, write)
+
+    def _elementwise(self, x: Tensor) -> bool:
+        """Whether the elementwise fast paths apply to x: float32 or float64."""
+        return x.dtype in (torch.float32, torch.float64)
+
     def _on_circle(self, a: Tensor, b: Tensor, planar: bool) -> Tensor:
         """The pairs r (a, b) / |(a, b)|: the rounding of a rotation removed."""
         scale = self.radius * torch.addcmul(a * a, b, b).rsqrt()
