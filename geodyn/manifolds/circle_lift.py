@@ -16,6 +16,7 @@ and returns its pairs in the layout of its point x.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -195,6 +196,32 @@ class CircleLift(Sphere):
         torch.mul(xi, t, out=v_q).neg_()
         torch.mul(q, t, out=v_xi)
         return t.sum(-1)
+
+    def fused_put_back(self, x: Tensor, y: Tensor, vectors: Sequence[Tensor]) -> Tensor | None:
+        r"""In place, pair by pair: $y \leftarrow r\, w / |w|$ with $w = z e^{i t}$, the
+        retraction along $P_z(y - z) = i z t$, $t = \mathrm{Im}(\bar z y) / |z|^2$ (as
+        $\mathrm{Im}(\bar z z) = 0$), then each vector projected onto the tangent line
+        at the new y (:meth:`transp`). The checks are the sums of t and of $r/|w|$ over
+        the last weight axis and the projections' own. Half precisions, and a subclass
+        that overrides ``proj_tangent``, ``retract`` or ``transp``, have none."""
+        if not self._elementwise(x) or not self._inherits(
+            CircleLift, "proj_tangent", "retract", "transp", "rattle"
+        ):
+            return None
+        (q, xi), (y_q, y_xi) = _halves(x), _halves(y)
+        inverse = torch.addcmul(q * q, xi, xi).reciprocal_()
+        sin = torch.mul(q, y_xi).addcmul_(xi, y_q, value=-1).mul_(inverse)
+        checks = sin.sum(-1)
+        cos = torch.cos(sin)
+        sin.sin_()
+        torch.mul(q, cos, out=y_q).addcmul_(xi, sin, value=-1)
+        torch.mul(xi, cos, out=y_xi).addcmul_(q, sin)
+        scale = torch.mul(y_q, y_q, out=inverse).addcmul_(y_xi, y_xi).rsqrt_().mul_(self.radius)
+        y_q.mul_(scale)
+        y_xi.mul_(scale)
+        moved = [self.fused_proj_tangent_(y, v) for v in vectors]
+        sums = [checks, scale.sum(-1), *moved]
+        return torch.cat([c.reshape(-1) for c in sums])  # type: ignore[union-attr]
 
     def fused_drift(
         self, x: Tensor, p: Tensor, h: float, *, rattle: bool = True, project: bool = False,
