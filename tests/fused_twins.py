@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from geodyn.manifolds import CircleLift, NeuronSpheres, Sphere
+from geodyn.manifolds import CircleLift, LpSphere, NeuronSpheres, Sphere
 
 
 class GenericSphere(Sphere):
@@ -38,8 +38,17 @@ class GenericCircleLift(CircleLift):
         return super().drift(x, p, h, rattle=rattle)
 
 
-# the lift's drift is a rotation, not SHAKE: kept apart from the rows' twins
+class GenericLpSphere(LpSphere):
+    """The Lp sphere with an overridden (identical) projection: no fast path applies."""
+
+    def proj_tangent(self, x, v):
+        return super().proj_tangent(x, v)
+
+
+# the lift's drift is a rotation, the Lp sphere's SHAKE a scalar root, neither from row
+# sums: kept apart from the rows' twins
 LIFT = {"CircleLift": (lambda: CircleLift(0.9), lambda: GenericCircleLift(0.9))}
+LP = {"LpSphere": (lambda: LpSphere(3.0, radius=1.2), lambda: GenericLpSphere(3.0, radius=1.2))}
 
 
 def point_shape(manifold):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fused_twins import LIFT, TWINS, GenericCircleLift, GenericSphere, point_shape
+from fused_twins import LIFT, LP, TWINS, GenericCircleLift, GenericSphere, point_shape
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -162,7 +162,7 @@ def _run(manifold, scheme, drift, count=1):
     return xs, opt, closure
 
 
-@pytest.mark.parametrize("name", [*TWINS, "NormBall", *LIFT])
+@pytest.mark.parametrize("name", [*TWINS, "NormBall", *LIFT, *LP])
 @pytest.mark.parametrize("scheme", ["BAOAB", "OBABO", "ABOBA", "BAB", "BABAB"])
 @pytest.mark.parametrize("drift", ["auto", "shake"])
 @pytest.mark.parametrize("count", [1, 2])
@@ -170,7 +170,7 @@ def test_splitting_in_place_equals_the_generic_letters_step_by_step(name, scheme
     """Each step, from the same values and the same noise, agrees to rounding with the
     generic letters; after each the twin's values are copied in (chaotic steps would
     amplify rounding otherwise). The positions stay on M."""
-    make_fast, make_generic = {**TWINS, "NormBall": BALL, **LIFT}[name]
+    make_fast, make_generic = {**TWINS, "NormBall": BALL, **LIFT, **LP}[name]
     fast, generic = make_fast(), make_generic()
     xs, opt, closure = _run(fast, scheme, drift, count)
     ys, ref, ref_closure = _run(generic, scheme, drift, count)

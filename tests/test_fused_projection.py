@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fused_twins import LIFT, TWINS, GenericCircleLift, GenericSphere, point_shape
+from fused_twins import LIFT, LP, TWINS, GenericCircleLift, GenericSphere, point_shape
 
 import geodyn.functional as F
 from geodyn.integrators import Constrained, NonFiniteError
@@ -38,13 +38,13 @@ def setup(manifold, base, seed=0):
     return x, opt, step
 
 
-@pytest.mark.parametrize("name", [*TWINS, *LIFT])
+@pytest.mark.parametrize("name", [*TWINS, *LIFT, *LP])
 @pytest.mark.parametrize("base", BASES)
 def test_fast_put_back_equals_the_generic_one(name, base):
     """Step by step from the same values: each step agrees to rounding (the fast one
     then continues from the generic one's values, so that a long step's dynamics do not
     amplify the rounding of earlier steps)."""
-    fast, generic = {**TWINS, **LIFT}[name]
+    fast, generic = {**TWINS, **LIFT, **LP}[name]
     x_fast, opt_fast, step_fast = setup(fast(), base)
     x_gen, opt_gen, step_gen = setup(generic(), base)
     for _ in range(12):
@@ -77,6 +77,11 @@ def test_the_fast_paths_are_declared_only_where_the_verbs_are_oblique_rows():
     assert CircleLift().fused_proj_tangent_(z, torch.ones_like(z)) is not None
     assert GenericCircleLift().fused_put_back(z, z + 0.1, []) is None
     assert GenericCircleLift().fused_proj_tangent_(z, torch.ones_like(z)) is None
+    # the Lp sphere's projection (no put-back), not for its twin
+    fast, generic = LP["LpSphere"]
+    assert fast().fused_proj_tangent_(x, v.clone()) is not None
+    assert fast().fused_put_back(x, y, [v]) is None
+    assert generic().fused_proj_tangent_(x, v.clone()) is None
 
 
 class Poisoning(torch.optim.Optimizer):
@@ -129,12 +134,12 @@ def test_a_nonfinite_base_result_is_never_committed(where, bad, mode, make):
         assert torch.equal(opt.state[x][key], value), key
 
 
-@pytest.mark.parametrize("name", [*TWINS, *LIFT])
+@pytest.mark.parametrize("name", [*TWINS, *LIFT, *LP])
 def test_splitting_letters_rattle_in_place_as_the_generic_rattle(name):
     """kick, drift and thermostat on rows and on the circle lift RATTLE the momenta they
     made in place; each equals the generic RATTLE's result, and the inputs are left as
     they were."""
-    fast, generic = {**TWINS, **LIFT}[name]
+    fast, generic = {**TWINS, **LIFT, **LP}[name]
     g = torch.Generator().manual_seed(1)
     shape = point_shape(fast())
     x = fast().random_point(*shape, dtype=F64, generator=g)

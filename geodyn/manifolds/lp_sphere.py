@@ -146,6 +146,18 @@ class LpSphere(Manifold):
 
         return FusedStep(checks, write)
 
+    def fused_proj_tangent_(self, x: Tensor, v: Tensor) -> Tensor | None:
+        r"""$v \leftarrow v - c\,n$ in place, $c = \langle n, v\rangle / |n|^2$,
+        $n = \mathrm{sign}(x) |x|^{p-1}$; the checks are c (a NaN or Inf entry of x or v,
+        or a zero row of x, reaches it, and $|c\,n| \le |v|$). A subclass that overrides
+        ``proj_tangent``, ``normal`` or ``rattle`` has none."""
+        if not self._inherits(LpSphere, "proj_tangent", "normal", "rattle"):
+            return None
+        n = x.abs().pow_(self.p - 1).copysign_(x)
+        c = _dot_rows(n, v).div_(_sqnorm_rows(n))
+        v.addcmul_(n, c, value=-1)
+        return c
+
     # ------------------------------------------------------------------ projection
     def project(self, x: Tensor) -> Tensor:
         """The Euclidean nearest point of the Lp sphere (see the class docstring).
@@ -326,12 +338,18 @@ class LpSphere(Manifold):
         rp = self.radius**p
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, x.shape[-1])
 
+        # every iteration's z and |z|^p, n(z) n in the same two tensors (fresh memory
+        # each time costs more, on a CPU, than the passes that fill it)
+        z, work = torch.empty_like(y), torch.empty_like(y)
+
         def residual(mu: Tensor) -> tuple[Tensor, Tensor]:
-            z = y + mu * n
-            return (z.abs().pow(p).sum(-1, keepdim=True) - rp) / (p * rp), z
+            torch.addcmul(y, mu, n, out=z)
+            norm_p = torch.abs(z, out=work).pow_(p).sum(-1, keepdim=True)
+            return (norm_p - rp) / (p * rp), z
 
         def step(mu: Tensor, c: Tensor, z: Tensor) -> Tensor:
-            return mu - c / ((self.normal(z) * n).sum(-1, keepdim=True) / rp)
+            dc = torch.abs(z, out=work).pow_(p - 1).copysign_(z).mul_(n).sum(-1, keepdim=True)
+            return mu - c / (dc / rp)
 
         mu = newton(
             residual,
