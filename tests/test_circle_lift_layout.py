@@ -157,6 +157,18 @@ def test_kept_memory_has_the_strides_of_its_tensor():
     assert kept.stride() == x.stride() and work.like("x", x) is kept
     other = work.like("x", interleaved(x))
     assert other is not kept and other.stride() == interleaved(x).stride()
+    # a tensor that does not fill its memory gets contiguous memory, kept all the same
+    columns = torch.zeros(6, 9)[:, :4]
+    kept = work.like("columns", columns)
+    assert kept.is_contiguous() and work.like("columns", columns) is kept
+
+
+def test_only_a_dense_parameter_is_stepped_in_place():
+    dense = torch.nn.Parameter(LIFT.random_point(5, 3, 2))
+    columns = torch.nn.Parameter(interleaved(LIFT.random_point(5, 6, 2))[:, :3])
+    for param, in_place in ((dense, True), (columns, False)):
+        (stack,) = stacks([{"params": [param]}], lambda p, g: LIFT)
+        assert stack.in_place is in_place
 
 
 def test_noise_is_drawn_in_memory_order():
@@ -169,3 +181,28 @@ def test_noise_is_drawn_in_memory_order():
     opt.generator.set_state(state)
     reference = torch.randn(2, 4, 3, dtype=torch.float64, generator=opt.generator)
     assert drawn is out and torch.equal(out.movedim(-1, 0), reference)
+
+
+def test_a_write_into_the_weight_leaves_the_lifted_point_on_the_circle():
+    """The module's weight is a copy of q: initialising it in place, as torch.nn.init does,
+    writes into that copy and not into z."""
+    layer = torch.nn.Linear(4, 3, dtype=torch.float64)
+    z = geodyn.constrain(layer, "weight", CircleLift(0.5))
+    assert planar(z)
+    before = z.detach().clone()
+    with torch.no_grad():
+        torch.nn.init.uniform_(layer.weight, -0.4, 0.4)
+    assert torch.equal(z.detach(), before)
+    assert float(CircleLift(0.5).residual(z.detach())) <= 1e-15
+
+
+@pytest.mark.parametrize("layout", ["planar", "interleaved"])
+def test_weight_differentiates_forward(layout):
+    gen = torch.Generator().manual_seed(4)
+    z = LIFT.random_point(3, 5, 2, dtype=torch.float64, generator=gen)
+    z = z if layout == "planar" else interleaved(z)
+    tangent = torch.randn(z.shape, dtype=torch.float64, generator=gen)
+    value, derivative = torch.func.jvp(LIFT.weight, (z,), (tangent,))
+    assert torch.equal(value, z[..., 0]) and torch.equal(derivative, tangent[..., 0])
+    jac = torch.func.jacfwd(lambda t: LIFT.weight(t).sum())(z)
+    assert torch.equal(jac, torch.stack((torch.ones(3, 5), torch.zeros(3, 5)), -1).double())

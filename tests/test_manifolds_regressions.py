@@ -52,3 +52,22 @@ def test_stiefel_polar_huge_step_raises_value_error_naming_lr() -> None:
     v = m.proj_tangent(x, torch.randn(6, 3, dtype=F64, generator=g)) * 1e157
     with pytest.raises(ValueError, match=r"\blr\b"):
         m.retract(x, v)
+
+
+def test_lp_sphere_shake_and_drift_are_differentiable() -> None:
+    """SHAKE keeps its iterates in kept tensors only where autograd does not record it:
+    its gradient in y (and the drift's in x and p) match finite differences."""
+    from geodyn.manifolds import LpSphere
+
+    m = LpSphere(3.0, radius=1.1)
+    g = torch.Generator().manual_seed(0)
+    x = m.random_point(3, 4, dtype=torch.float64, generator=g)
+    v = 0.1 * m.proj_tangent(x, torch.randn(x.shape, dtype=torch.float64, generator=g))
+    y = (x + v).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: m.shake(x, t), (y,))
+    p = v.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b: m.drift(a, b, 0.5)[0], (x.clone().requires_grad_(), p)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(m.shake(x, y), m.shake(x, y.detach()), rtol=0, atol=0)

@@ -23,6 +23,7 @@ from ..manifolds.base import all_finite
 from ._portable import group_manifolds_kept, without_manifolds
 from ._sharding import agree, local
 from ._stacks import Stack
+from ._workspace import in_memory_order
 
 __all__ = ["GeometricOptimizer", "NonFiniteError", "Proposal", "transaction"]
 
@@ -78,13 +79,6 @@ def no_autocast() -> contextlib.ExitStack:
         if torch.is_autocast_enabled(device):
             stack.enter_context(torch.autocast(device, enabled=False))
     return stack
-
-
-def _in_memory_order(t: Tensor) -> Tensor:
-    """``t`` with its dimensions permuted by decreasing stride: contiguous where ``t`` is
-    dense (``t`` itself where it is contiguous)."""
-    order = sorted(range(t.dim()), key=t.stride, reverse=True)
-    return t.permute(order)
 
 
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
@@ -225,7 +219,7 @@ class GeometricOptimizer(Optimizer, abc.ABC):
         of its memory (a draw into a strided tensor would scatter each number)."""
         device = self.generator.device
         if out is not None and device == x.device:
-            dense = _in_memory_order(out)
+            dense = in_memory_order(out)
             torch.randn(dense.shape, generator=self.generator, dtype=x.dtype, out=dense)
             return out
         xi = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=device)

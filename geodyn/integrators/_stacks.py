@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..manifolds import Euclidean, Manifold, as_geodyn
 from ._sharding import check_unsharded, local
+from ._workspace import dense
 
 __all__ = ["Stack", "declared_manifold", "manifold_of", "stacks"]
 
@@ -81,14 +82,14 @@ class Stack:
 
     @property
     def in_place(self) -> bool:
-        """Whether :meth:`gather` of the parameters is a view of them (one parameter in
-        its compute dtype whose batch dimensions flatten without a copy: a contiguous
-        one, or the circle lift's planar pairs), so that a step can write its result in
-        place."""
+        """Whether :meth:`gather` of the parameters is a view of them (one dense
+        parameter in its compute dtype whose batch dimensions flatten without a copy: a
+        contiguous one, or the circle lift's planar pairs), so that a step can write its
+        result in place."""
         if len(self.params) != 1:
             return False
         p = local(self.params[0])
-        return p.dtype == self.compute_dtype and _flattens(p, self.point_shape)
+        return p.dtype == self.compute_dtype and dense(p) and _flattens(p, self.point_shape)
 
     def gather(self, tensors: Sequence[Tensor]) -> Tensor:
         dtype = self.compute_dtype

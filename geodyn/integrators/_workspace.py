@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..manifolds.base import Scratch
 
-__all__ = ["Workspace"]
+__all__ = ["Workspace", "dense", "in_memory_order"]
 
 
 class Workspace:
@@ -29,8 +29,8 @@ class Workspace:
         self._kept: dict[Hashable, Tensor] = {}
 
     def like(self, key: Hashable, t: Tensor) -> Tensor:
-        """An uninitialised tensor like ``t`` (type, shape, dtype, device and strides, as
-        ``torch.empty_like`` gives them), the one kept under ``key`` where it fits."""
+        """An uninitialised tensor like ``t`` (type, shape, dtype, device and the strides
+        ``torch.empty_like`` gives it), the one kept under ``key`` where it fits."""
         kept = self._kept.get(key)
         if kept is None or not _fits(kept, t):
             kept = self._kept[key] = torch.empty_like(t)
@@ -60,7 +60,22 @@ class Workspace:
         self._kept = {key: t for key, t in self._kept.items() if not which(key)}
 
 
+def in_memory_order(t: Tensor) -> Tensor:
+    """``t`` with its dimensions permuted by decreasing stride: contiguous where ``t`` is
+    dense (``t`` itself where it is contiguous)."""
+    order = sorted(range(t.dim()), key=t.stride, reverse=True)
+    return t.permute(order)
+
+
+def dense(t: Tensor) -> bool:
+    """Whether ``t``'s entries fill its memory, each once (in some order of its
+    dimensions)."""
+    return in_memory_order(t).is_contiguous()
+
+
 def _fits(kept: Tensor, t: Tensor) -> bool:
-    return (type(kept), kept.shape, kept.stride(), kept.dtype, kept.device) == (
-        type(t), t.shape, t.stride(), t.dtype, t.device
-    )
+    """Whether ``kept`` is what ``torch.empty_like(t)`` would make: t's strides where t is
+    dense, else contiguous."""
+    if (type(kept), kept.shape, kept.dtype, kept.device) != (type(t), t.shape, t.dtype, t.device):
+        return False
+    return kept.stride() == t.stride() if dense(t) else kept.is_contiguous()

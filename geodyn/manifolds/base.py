@@ -285,8 +285,9 @@ class Manifold(geoopt.Manifold):
         q = p otherwise, written into ``x_out`` (not x itself: the write reads x to the
         end) and ``p_out`` (which may be p) when given. ``checks`` are all finite only if
         the outputs are; when one is not, the caller takes :meth:`drift` instead. Its
-        temporaries take their memory from ``scratch``; nothing the write reads is kept
-        there.
+        temporaries take their memory from ``scratch``, and the write may read them: a
+        caller hands that scratch to no other fast path of the parameter between the
+        proposal and the write.
         """
         return None
 

@@ -11,7 +11,8 @@ Layout: a point of shape (..., 2) is stored *planar* where the lift makes it
 so that each half ``z[..., 0]``, ``z[..., 1]`` is a contiguous tensor and every verb
 runs on contiguous memory. The pair axis is last in shape and first in memory (the
 strides of ``torch.stack((q, xi)).movedim(0, -1)``). Every verb takes either layout
-and returns its pairs in the layout of its point x.
+and returns its pairs in the layout of its point x (a moved vector in that of the
+vector).
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ class CircleLift(Sphere):
         return _pairs(q, xi, planar=True)
 
     def weight(self, z: Tensor) -> Tensor:
-        """The weights q = z[..., 0], contiguous (a view of planar pairs, else a copy): a
-        layer's matrix products take it as it is, where a strided view would be copied by
-        each of them, forward and backward. Its gradient comes back as pairs (dL/dq, 0)
-        laid out as z, so that the parameter's gradient has its strides."""
+        """The weights q = z[..., 0] as a contiguous copy: a layer's matrix products take
+        it as it is, where a strided view would be copied by each of them, forward and
+        backward, and a write into it leaves z as it is. Its gradient comes back as pairs
+        (dL/dq, 0) laid out as z, so that the parameter's gradient has its strides."""
         return _Weight.apply(z)
 
     def _sample_point(self, shape: tuple[int, ...], draw: Draw) -> Tensor:
@@ -203,7 +204,8 @@ class CircleLift(Sphere):
         $\mathrm{Im}(\bar z z) = 0$), then each vector projected onto the tangent line
         at the new y (:meth:`transp`). The checks are the sums of t and of $r/|w|$ over
         the last weight axis and the projections' own. Half precisions, and a subclass
-        that overrides ``proj_tangent``, ``retract`` or ``transp``, have none."""
+        that overrides ``proj_tangent``, ``retract``, ``transp`` or ``rattle``, have
+        none."""
         if not self._elementwise(x) or not self._inherits(
             CircleLift, "proj_tangent", "retract", "transp", "rattle"
         ):
@@ -317,13 +319,14 @@ def _pairs(a: Tensor, b: Tensor, planar: bool) -> Tensor:
 
 
 class _Weight(torch.autograd.Function):
-    """q = z[..., 0], contiguous; the gradient (dL/dq, 0) comes back laid out as z."""
+    """q = z[..., 0] as a new contiguous tensor (never a view: a write into the weight must
+    not move z off the circle); the gradient (dL/dq, 0) comes back laid out as z."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(z: Tensor) -> Tensor:  # type: ignore[override]
-        return z[..., 0].contiguous()
+        return z[..., 0].clone(memory_format=torch.contiguous_format)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
@@ -332,6 +335,10 @@ class _Weight(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
         return _pairs(grad, torch.zeros_like(grad), ctx.planar)
+
+    @staticmethod
+    def jvp(ctx: Any, z_t: Tensor) -> Tensor:  # type: ignore[override]
+        return z_t[..., 0].clone(memory_format=torch.contiguous_format)
 
 
 def _rotate(a: Tensor, b: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:

@@ -338,18 +338,22 @@ class LpSphere(Manifold):
         rp = self.radius**p
         tol = self.shake_tol if self.shake_tol is not None else solver_tol(x.dtype, x.shape[-1])
 
-        # every iteration's z and |z|^p, n(z) n in the same two tensors (fresh memory
-        # each time costs more, on a CPU, than the passes that fill it)
-        z, work = torch.empty_like(y), torch.empty_like(y)
+        # every iteration's z and its powers in the same two tensors (fresh memory each
+        # time costs more, on a CPU, than the passes that fill it), except where autograd
+        # records the iteration (it takes no out= arguments)
+        kept = not (torch.is_grad_enabled() and (x.requires_grad or y.requires_grad))
+        z_kept, work = (torch.empty_like(y), torch.empty_like(y)) if kept else (None, None)
+
+        def powered(z: Tensor, exponent: float) -> Tensor:
+            return torch.pow(torch.abs(z, **_out(work)), exponent, **_out(work))
 
         def residual(mu: Tensor) -> tuple[Tensor, Tensor]:
-            torch.addcmul(y, mu, n, out=z)
-            norm_p = torch.abs(z, out=work).pow_(p).sum(-1, keepdim=True)
-            return (norm_p - rp) / (p * rp), z
+            z = torch.addcmul(y, mu, n, out=z_kept)
+            return (powered(z, p).sum(-1, keepdim=True) - rp) / (p * rp), z
 
         def step(mu: Tensor, c: Tensor, z: Tensor) -> Tensor:
-            dc = torch.abs(z, out=work).pow_(p - 1).copysign_(z).mul_(n).sum(-1, keepdim=True)
-            return mu - c / (dc / rp)
+            dz = torch.copysign(powered(z, p - 1), z, **_out(work))  # n(z)
+            return mu - c / (torch.mul(dz, n, **_out(work)).sum(-1, keepdim=True) / rp)
 
         mu = newton(
             residual,
